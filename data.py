@@ -1,0 +1,116 @@
+"""Make datasets in the flashsync clip format (see flashsync/dataset.py).
+
+    python data.py synth [config/<name>.py] [--key=value ...]
+        SynthTalk clips, split train/val/test by identity.
+    python data.py video PATH [PATH ...] --box x,y,w,h [--audio FILE] [--key=value ...]
+        real videos: the face box is tracked through each video, cropped to
+        resolution x resolution at 25 fps, with 16 kHz audio from the file's own
+        track or from --audio (trimmed or padded to the video's length).
+"""
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from flashsync import FPS, SAMPLES_PER_FRAME
+from flashsync.config import configure
+from flashsync.util import UserError, run_main
+
+# -----------------------------------------------------------------------------
+# defaults: override with config/<name>.py or --key=value
+out_dir = ""                 # default: data/synth for synth, data/video for video
+resolution = 64              # crop size R (64 for the CPU demo; 128 or 256 on a GPU)
+seed = 0
+# synth
+identities = 100             # identity i goes to train/val/test by i % 10 (8/1/1)
+clips_per_identity = 2
+seconds = 6.0                # per clip
+occluder_prob = 0.25         # chance a clip has a hand or microphone crossing the face
+nsv = 0.3                    # chance each speech event is a laugh or a sigh instead
+# video
+box = ""                     # x,y,w,h face box in the first frame (pixels)
+boxes = ""                   # or a text file with one box per frame (from any detector)
+audio = ""                   # speech to use instead of the video's own audio track
+split = "train"              # split the clips of real videos go to
+# -----------------------------------------------------------------------------
+
+
+def make_synth(root):
+    from flashsync import synth
+    from flashsync.dataset import write_clip, write_index
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    rng = np.random.default_rng(seed)
+    clips, t0, done = [], time.time(), 0
+    total = identities * clips_per_identity
+    for ident in range(identities):
+        for k in range(clips_per_identity):
+            name = f"id{ident:05d}_{k:02d}"
+            clip = synth.make_clip(ident, seed * 1000 + k, seconds=seconds, res=resolution,
+                                   occluder=bool(rng.random() < occluder_prob), nsv=nsv)
+            meta = dict(source="synthtalk", **clip["meta"], gt=clip["gt"])
+            write_clip(root, name, clip["video"], clip["audio"], meta, occluder=clip["occluder"])
+            clips.append(dict(name=name, split=clip["meta"]["split"], frames=len(clip["video"]), source="synthtalk"))
+            done += 1
+            if done % 20 == 0 or done == total:
+                rate = done * len(clip["video"]) / (time.time() - t0)
+                print(f"\r{done}/{total} clips, {rate:.0f} frames/s", end="", flush=True)
+    write_index(root, clips, resolution)
+    print(f"\nwrote {len(clips)} clips to {root}")
+
+
+def make_video(root, paths):
+    from flashsync import face, video
+    from flashsync.audio import fit_length, load_audio
+    from flashsync.dataset import write_clip, write_index
+    from flashsync.util import check_file
+    if not paths:
+        raise UserError("give one or more video files: python data.py video PATH... --box x,y,w,h")
+    if not box and not boxes:
+        raise UserError("give the face box: --box x,y,w,h (pixels, first frame) or --boxes FILE (one per frame)")
+    per_frame = face.load_boxes(boxes) if boxes else None
+    first = face.parse_box(box) if box else per_frame[0]
+    if audio:
+        check_file(audio, "audio file")
+    infos = []
+    for path in paths:   # check every input before writing anything
+        info = video.probe(path)
+        if not audio and not info.has_audio:
+            raise UserError(f"{path} has no audio track; give the speech with --audio FILE")
+        face.check_box(first, info.width, info.height)
+        infos.append(info)
+    clips = []
+    for path, info in zip(paths, infos):
+        name = os.path.splitext(os.path.basename(path))[0]
+        sound = load_audio(audio or path)
+        crops, track = [], []
+        t0 = time.time()
+        for frame, b in face.track(video.read_frames(path), first, per_frame):
+            crops.append(face.crop(frame, b, resolution))
+            track.append([round(float(v), 2) for v in b])
+            if len(crops) % 100 == 0:
+                print(f"\r{name}: {len(crops)}/{info.frames} frames, {len(crops) / (time.time() - t0):.0f} fps",
+                      end="", flush=True)
+        frames = np.stack(crops)
+        sound = fit_length(sound, len(frames) * SAMPLES_PER_FRAME)   # trim, or pad with silence
+        meta = dict(source=os.path.abspath(path), audio=os.path.abspath(audio or path), width=info.width,
+                    height=info.height, resolution=resolution, boxes=track)
+        write_clip(root, name, frames, sound.numpy(), meta)
+        clips.append(dict(name=name, split=split, frames=len(frames), source=os.path.abspath(path)))
+        print(f"\r{name}: {len(frames)} frames at {FPS} fps, {len(frames) / FPS:.1f} s -> {root}/clips/{name}")
+    write_index(root, clips, resolution)
+
+
+def main():
+    args = configure(globals())
+    if not args or args[0] not in ("synth", "video"):
+        raise UserError("usage: python data.py synth [--key=value ...] | python data.py video PATH... --box x,y,w,h")
+    if args[0] == "synth":
+        make_synth(out_dir or "data/synth")
+    else:
+        make_video(out_dir or "data/video", args[1:])
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,134 @@
+"""The on-disk clip format and a training Dataset that reads it lazily.
+
+    <root>/index.json            {"format": "flashsync-clips", "version": 1, "resolution": R,
+                                  "fps": 25, "sample_rate": 16000,
+                                  "clips": [{"name", "split", "frames", "source"}, ...]}
+    <root>/clips/<name>/frames.npy    (T, R, R, 3) uint8 face crops (np.load(..., mmap_mode="r"))
+    <root>/clips/<name>/audio.wav     16 kHz mono 16-bit PCM, exactly T * 640 samples
+    <root>/clips/<name>/meta.json     source, fps, resolution, frames, boxes (real videos),
+                                      ground truth per frame (SynthTalk)
+    <root>/clips/<name>/occluder.npy  (T, R, R) bool occluder mask (SynthTalk clips with one)
+
+Every clip directory and the index are written atomically, so an interrupted
+run never leaves a clip that looks complete but is not.
+"""
+import json
+import os
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from flashsync import FPS, SR, SAMPLES_PER_FRAME
+from flashsync.audio import save_audio
+from flashsync.util import UserError, atomic_path
+
+FORMAT, VERSION = "flashsync-clips", 1
+
+
+def _dump_json(path, obj):
+    with atomic_path(path, suffix=".json") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+
+
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return np.round(x, 4).tolist() if x.dtype.kind == "f" else x.tolist()
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def write_clip(root, name, frames, audio, meta, occluder=None):
+    """Write one clip directory atomically. frames (T, R, R, 3) uint8, audio (T*640,) float."""
+    t = len(frames)
+    if len(audio) != t * SAMPLES_PER_FRAME:
+        raise ValueError(f"audio has {len(audio)} samples, expected {t * SAMPLES_PER_FRAME} for {t} frames")
+    with atomic_path(os.path.join(root, "clips", name)) as tmp:
+        os.makedirs(tmp)
+        np.save(os.path.join(tmp, "frames.npy"), np.ascontiguousarray(frames, dtype=np.uint8))
+        save_audio(os.path.join(tmp, "audio.wav"), torch.as_tensor(audio))
+        if occluder is not None and occluder.any():
+            np.save(os.path.join(tmp, "occluder.npy"), occluder.astype(bool))
+        _dump_json(os.path.join(tmp, "meta.json"), _jsonable(dict(meta, frames=t, fps=FPS, sample_rate=SR)))
+
+
+def read_index(root):
+    path = os.path.join(root, "index.json")
+    if not os.path.exists(path):
+        raise UserError(f"no dataset at {root} (missing index.json); make one with `python data.py synth` "
+                        f"or `python data.py video ...`")
+    with open(path) as f:
+        index = json.load(f)
+    if index.get("format") != FORMAT or index.get("version", 0) > VERSION:
+        raise UserError(f"{path}: not a flashsync dataset of version <= {VERSION}")
+    return index
+
+
+def write_index(root, clips, resolution):
+    """Write (or merge into) <root>/index.json. clips: list of {name, split, frames, source}."""
+    old = {}
+    if os.path.exists(os.path.join(root, "index.json")):
+        index = read_index(root)
+        if index["resolution"] != resolution:
+            raise UserError(f"{root} holds {index['resolution']}px crops, not {resolution}px; use another --out_dir")
+        old = {c["name"]: c for c in index["clips"]}
+    old.update({c["name"]: c for c in clips})
+    _dump_json(os.path.join(root, "index.json"), dict(format=FORMAT, version=VERSION, resolution=resolution,
+                                                      fps=FPS, sample_rate=SR, clips=sorted(old.values(), key=lambda c: c["name"])))
+
+
+def load_clip(root, name):
+    """A whole clip: frames (memory-mapped), audio (T*640,) float32, meta dict, occluder or None."""
+    d = os.path.join(root, "clips", name)
+    frames = np.load(os.path.join(d, "frames.npy"), mmap_mode="r")
+    audio, _ = sf.read(os.path.join(d, "audio.wav"), dtype="float32")
+    with open(os.path.join(d, "meta.json")) as f:
+        meta = json.load(f)
+    occ = os.path.join(d, "occluder.npy")
+    return frames, audio, meta, (np.load(occ, mmap_mode="r") if os.path.exists(occ) else None)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Windows of `length` consecutive frames (every `stride` frames) from the clips of one split.
+
+    Item: dict(video (length, R, R, 3) uint8, audio (length*640,) float32, start, clip) plus
+    the per-frame ground truth of the window when the clip has it. Nothing is loaded
+    up front: frames are memory-mapped and audio is read by sample range.
+    """
+
+    def __init__(self, root, split="train", length=1, stride=1):
+        self.root, self.length = root, length
+        index = read_index(root)
+        self.resolution = index["resolution"]
+        self.clips = [c for c in index["clips"] if c["split"] == split]
+        if not self.clips:
+            raise UserError(f"{root}: no clips in split {split!r}")
+        self.items = [(i, s) for i, c in enumerate(self.clips) for s in range(0, c["frames"] - length + 1, stride)]
+        self._frames, self._meta = {}, {}
+
+    def __len__(self):
+        return len(self.items)
+
+    def _open(self, i):
+        if i not in self._frames:   # opened lazily, per worker process
+            name = self.clips[i]["name"]
+            d = os.path.join(self.root, "clips", name)
+            self._frames[i] = np.load(os.path.join(d, "frames.npy"), mmap_mode="r")
+            with open(os.path.join(d, "meta.json")) as f:
+                self._meta[i] = json.load(f)
+        return self._frames[i], self._meta[i]
+
+    def __getitem__(self, k):
+        i, s = self.items[k]
+        frames, meta = self._open(i)
+        n = self.length
+        path = os.path.join(self.root, "clips", self.clips[i]["name"], "audio.wav")
+        audio, _ = sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + n) * SAMPLES_PER_FRAME, dtype="float32")
+        item = dict(video=torch.from_numpy(np.array(frames[s:s + n])), audio=torch.from_numpy(audio), start=s, clip=i)
+        for key, value in meta.get("gt", {}).items():
+            item[key] = torch.tensor(value[s:s + n])
+        return item

@@ -1,0 +1,7 @@
+"""sample.py: not yet implemented (see the open issues in README.md's roadmap)."""
+import sys
+
+if __name__ == "__main__":
+    print("error: sample.py is not implemented yet in this version of flashsync (the foundation only); "
+          "see README.md 'Roadmap'", file=sys.stderr)
+    sys.exit(2)

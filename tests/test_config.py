@@ -1,0 +1,45 @@
+import pytest
+
+from flashsync.config import configure
+from flashsync.util import UserError
+
+
+def scope():
+    return dict(lr=1e-3, steps=10, name="run", compile=False, size=(64, 64), FPS=25)
+
+
+def test_overrides_and_types(tmp_path):
+    cfg = tmp_path / "c.py"
+    cfg.write_text("steps = 20\nname = 'from_file'\n")
+    s = scope()
+    rest = configure(s, [str(cfg), "--lr=0.01", "--steps", "30", "--compile", "video.mp4", "--size=(128, 128)"])
+    assert rest == ["video.mp4"]
+    assert s["lr"] == 0.01 and s["steps"] == 30 and s["name"] == "from_file" and s["compile"] is True
+    assert s["size"] == (128, 128)
+    configure(s, ["--lr=1"])          # an int where a float is expected is fine
+    assert s["lr"] == 1.0 and isinstance(s["lr"], float)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lrr=0.1"], "unknown config key --lrr (did you mean --lr?)"),
+    (["--steps=ten"], "--steps expects an integer"),
+    (["--steps=1.5"], "--steps expects an integer"),
+    (["--compile=maybe"], "--compile expects true or false"),
+    (["--FPS=30"], "unknown config key --FPS"),
+    (["--steps"], "--steps needs a value"),
+])
+def test_bad_keys_and_values(argv, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        configure(scope(), argv)
+
+
+def test_config_file_unknown_key_and_type(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("stepz = 3\n")
+    with pytest.raises(UserError, match="unknown config key --stepz"):
+        configure(scope(), [str(bad)])
+    bad.write_text("steps = 'many'\n")
+    with pytest.raises(UserError, match="steps should be an integer"):
+        configure(scope(), [str(bad)])
+    with pytest.raises(UserError, match="cannot read config file"):
+        configure(scope(), [str(tmp_path / "missing.py")])
