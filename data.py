@@ -84,21 +84,30 @@ def make_video(root, paths):
     for path, info in zip(paths, infos):
         name = os.path.splitext(os.path.basename(path))[0]
         sound = load_audio(audio or path)
-        crops, track = [], []
-        t0 = time.time()
-        for frame, b in face.track(video.read_frames(path), first, per_frame):
-            crops.append(face.crop(frame, b, resolution))
-            track.append([round(float(v), 2) for v in b])
-            if len(crops) % 100 == 0:
-                print(f"\r{name}: {len(crops)}/{info.frames} frames, {len(crops) / (time.time() - t0):.0f} fps",
-                      end="", flush=True)
-        frames = np.stack(crops)
-        sound = fit_length(sound, len(frames) * SAMPLES_PER_FRAME)   # trim, or pad with silence
-        meta = dict(source=os.path.abspath(path), audio=os.path.abspath(audio or path), width=info.width,
-                    height=info.height, resolution=resolution, boxes=track)
-        write_clip(root, name, frames, sound.numpy(), meta)
-        clips.append(dict(name=name, split=split, frames=len(frames), source=os.path.abspath(path)))
-        print(f"\r{name}: {len(frames)} frames at {FPS} fps, {len(frames) / FPS:.1f} s -> {root}/clips/{name}")
+        # crops go straight to a memory-mapped file, so RAM stays flat however long the video
+        os.makedirs(root, exist_ok=True)
+        scratch = os.path.join(root, f".{name}.frames.tmp.npy")
+        crops = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8,
+                                          shape=(info.frames + 1, resolution, resolution, 3))
+        track, n, t0 = [], 0, time.time()
+        try:
+            for frame, b in face.track(video.read_frames(path), first, per_frame):
+                if n == len(crops):
+                    break
+                crops[n] = face.crop(frame, b, resolution)
+                track.append([round(float(v), 2) for v in b])
+                n += 1
+                if n % 100 == 0:
+                    print(f"\r{name}: {n}/{info.frames} frames, {n / (time.time() - t0):.0f} fps", end="", flush=True)
+            sound = fit_length(sound, n * SAMPLES_PER_FRAME)   # trim, or pad with silence
+            meta = dict(source=os.path.abspath(path), audio=os.path.abspath(audio or path), width=info.width,
+                        height=info.height, resolution=resolution, boxes=track)
+            write_clip(root, name, crops[:n], sound.numpy(), meta)
+        finally:
+            del crops
+            os.remove(scratch)
+        clips.append(dict(name=name, split=split, frames=n, source=os.path.abspath(path)))
+        print(f"\r{name}: {n} frames at {FPS} fps, {n / FPS:.1f} s -> {root}/clips/{name}")
     write_index(root, clips, resolution)
 
 
