@@ -12,7 +12,6 @@ real crops:
   MOUTH       a tighter box around the lips (with room for head motion): for
               mouth-weighted losses, the lips encoder and the mouth reader.
 """
-import math
 
 import numpy as np
 import torch
