@@ -1,7 +1,226 @@
-"""train.py: not yet implemented (see the open issues in README.md's roadmap)."""
-import sys
+"""The one training loop for every flashsync model.
+
+    python train.py config/ae_synth.py             # autoencoder
+    python train.py config/editor_synth.py         # masked FlashLips editor (needs the autoencoder)
+    python train.py config/refine_synth.py         # mask-free self-refinement (needs the editor)
+    torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
+
+nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
+loop (grad clip, EMA, eval on the val split, log, atomic checkpoint). `--resume`
+continues exactly where the last checkpoint stopped (model, EMA, optimiser,
+step and the data sampler's random state).
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from flashsync.checkpoint import build, load_checkpoint, slim
+from flashsync.config import config_of, configure
+from flashsync.util import UserError, atomic_path, run_main
+
+# -----------------------------------------------------------------------------
+# defaults: override with config/<name>.py or --key=value
+model = "ae"                      # ae | editor | refine
+data_dir = "data/synth"
+out_dir = "out/ae"
+init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
+resume = False                    # continue from out_dir/ckpt.pt
+# autoencoder
+factor = 4                        # 4 at 64-128 px, 8 from 256 px
+ae_channels = (16, 32, 64)
+# editor
+refs = 4
+lips_dim = 12
+lips_noise = 0.2
+editor_channels = (64, 128)
+# optimisation
+batch_size = 16
+max_steps = 2500
+lr = 2e-3
+min_lr = 1e-4
+warmup = 50
+weight_decay = 0.0
+grad_clip = 1.0
+ema = 0.999
+# eval, logging, checkpoints
+eval_every = 500
+eval_batches = 4
+log_every = 50
+seed = 0
+# system
+device = "auto"                   # auto | cpu | cuda
+dtype = "bfloat16"                # autocast dtype on CUDA (float32 to turn autocast off)
+compile = False
+threads = 0                       # CPU threads (0: torch's default)
+# -----------------------------------------------------------------------------
+
+
+def trainable(net):
+    return {k: v for k, v in net.named_parameters() if v.requires_grad}
+
+
+def grid(net, batch):
+    """A uint8 image of eval samples, one row each: source | masked input | output (autoencoder: source | output)."""
+    from flashsync.nn import to_float, to_uint8
+    with torch.no_grad():
+        _, stats = net.loss(batch)
+    x = to_float(batch["target"])
+    cols = [x]
+    if hasattr(net, "lips") or hasattr(net, "teacher"):
+        m = (net.teacher if hasattr(net, "teacher") else net).pix_mask
+        cols.append(x * (1 - m) if hasattr(net, "lips") else x)
+    cols.append(stats["y"])
+    rows = torch.cat([torch.cat([to_uint8(c[i].float().cpu()) for c in cols], 1) for i in range(min(8, len(x)))], 0)
+    return rows.numpy()
+
+
+def main():
+    args = configure(globals())
+    if args:
+        raise UserError(f"unexpected arguments {' '.join(args)} (config files end in .py; options are --key=value)")
+    cfg = config_of(globals())
+
+    # device and DDP ---------------------------------------------------------
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device=cuda but no CUDA GPU is available")
+    rank, world = 0, 1
+    if ddp:
+        dist.init_process_group("nccl" if dev == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if dev == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            dev = f"cuda:{os.environ['LOCAL_RANK']}"
+    master = rank == 0
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed + rank)
+    autocast = (torch.autocast("cuda", dtype=getattr(torch, dtype)) if dev.startswith("cuda") and dtype != "float32"
+                else contextlib.nullcontext())
+
+    # data ---------------------------------------------------------------------
+    from flashsync.dataset import FrameSampler, read_index
+    index = read_index(data_dir)
+    cfg["resolution"] = index["resolution"]
+    train_data = FrameSampler(data_dir, "train", refs=refs)
+    val_data = FrameSampler(data_dir, "val", refs=refs)
+    gen = torch.Generator().manual_seed(seed * 1000 + rank)     # the data position: saved and restored
+
+    # model ----------------------------------------------------------------------
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    state = load_checkpoint(ckpt_path, model) if resume else None
+    init = None
+    if model != "ae":
+        init = state["init"] if state else (slim(load_checkpoint(init_from, "ae" if model == "editor" else "editor"))
+                                            if init_from else None)
+    net = build(model, state["config"] if state else cfg, init).to(dev)
+    ema_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    params = trainable(net)
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    step = 0
+    if state:
+        net.load_state_dict(state["model"])
+        ema_net = {k: v.to(dev) for k, v in state["ema"].items()}
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        gen.set_state(state["data"])
+        if master:
+            print(f"resumed {ckpt_path} at step {step}")
+    n_params = sum(p.numel() for p in params.values())
+    if master:
+        print(f"{model}: {n_params / 1e6:.2f}M trainable parameters, {len(train_data.clips)} train clips, device {dev}")
+    train_net = torch.compile(net) if compile else net
+    if ddp:
+        train_net = DDP(train_net, device_ids=[int(os.environ["LOCAL_RANK"])] if dev.startswith("cuda") else None)
+
+    def lr_at(s):
+        if s < warmup:
+            return lr * (s + 1) / warmup
+        t = min(1.0, (s - warmup) / max(1, max_steps - warmup))
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+    def to_dev(batch):
+        return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+
+    def evaluate():
+        """Mean val loss of the EMA weights on fixed batches, and a PNG grid."""
+        live = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(ema_net)
+        net.eval()
+        g = torch.Generator().manual_seed(1234)
+        losses, first = [], None
+        with torch.no_grad(), autocast:
+            for _ in range(eval_batches):
+                b = to_dev(val_data.batch(batch_size, g))
+                first = first if first is not None else b
+                losses.append(float(net.loss(b)[0]))
+            image = grid(net, first)
+        net.load_state_dict(live)
+        net.train()
+        return sum(losses) / len(losses), image
+
+    def save():
+        ckpt = dict(format="flashsync", version=1, kind=model, config=state["config"] if state else cfg,
+                    init=init, model=net.state_dict(), ema=ema_net, optimizer=opt.state_dict(), step=step,
+                    data=gen.get_state())
+        with atomic_path(ckpt_path, suffix=".pt") as tmp:
+            torch.save(ckpt, tmp)
+
+    # loop -----------------------------------------------------------------------
+    from flashsync.video import write_png
+    os.makedirs(out_dir, exist_ok=True)
+    log = open(os.path.join(out_dir, "log.jsonl"), "a") if master else None
+    net.train()
+    t0, frames_seen = time.time(), 0
+    while step < max_steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        batch = to_dev(train_data.batch(batch_size, gen))
+        with autocast:
+            loss, stats = train_net(batch)          # every model's forward(batch) is its training loss
+        if not torch.isfinite(loss):
+            raise UserError(f"loss became {float(loss.detach())} at step {step}; stopped. The last good checkpoint "
+                            f"({ckpt_path}) is intact: lower --lr or resume from it")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params.values(), grad_clip)
+        opt.step()
+        with torch.no_grad():
+            decay = min(ema, (1 + step) / (10 + step))    # short EMA memory early on, `ema` later
+            for k, v in net.state_dict().items():
+                if k in params:
+                    ema_net[k].lerp_(v, 1 - decay)
+                else:
+                    ema_net[k].copy_(v)
+        step += 1
+        frames_seen += batch_size * world
+        if master and (step % log_every == 0 or step == max_steps):
+            dt = (time.time() - t0) / log_every if step % log_every == 0 else time.time() - t0
+            rec = dict(step=step, loss=float(loss.detach()), lr=lr_at(step), ms=1000 * dt,
+                       fps=frames_seen / (time.time() - t0), **{k: float(v) for k, v in stats.items() if v.ndim == 0})
+            print(f"step {step}: loss {rec['loss']:.4f}, {rec['ms']:.0f} ms/step, {rec['fps']:.0f} frames/s")
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            t0, frames_seen = time.time(), 0
+        if master and (step % eval_every == 0 or step == max_steps):
+            val, image = evaluate()
+            print(f"step {step}: val loss {val:.4f}")
+            log.write(json.dumps(dict(step=step, val_loss=val)) + "\n")
+            write_png(os.path.join(out_dir, f"samples_{step:06d}.png"), image)
+            save()
+    if ddp:
+        dist.destroy_process_group()
+
 
 if __name__ == "__main__":
-    print("error: train.py is not implemented yet in this version of flashsync (the foundation only); "
-          "see README.md 'Roadmap'", file=sys.stderr)
-    sys.exit(2)
+    run_main(main)

@@ -132,3 +132,38 @@ class ClipDataset(torch.utils.data.Dataset):
         for key, value in meta.get("gt", {}).items():
             item[key] = torch.tensor(value[s:s + n])
         return item
+
+
+class FrameSampler:
+    """Random training batches of single frames with K reference frames from the same clip.
+
+    batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n, K, R, R, 3) uint8,
+    other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,)).
+    All randomness comes from the torch.Generator passed in, so saving its state
+    saves the data position (exact resume).
+    """
+
+    def __init__(self, root, split="train", refs=4):
+        self.root, self.refs = root, refs
+        index = read_index(root)
+        self.resolution = index["resolution"]
+        self.clips = [c for c in index["clips"] if c["split"] == split]
+        if not self.clips:
+            raise UserError(f"{root}: no clips in split {split!r}")
+        self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
+
+    def batch(self, n, generator):
+        clip = torch.randint(len(self.clips), (n,), generator=generator).tolist()
+        u = torch.rand(n, self.refs + 2, generator=generator)
+        target, refs, other, frame = [], [], [], []
+        for i, c in enumerate(clip):
+            f = self.frames[c]
+            t = min(int(u[i, 0] * len(f)), len(f) - 1)
+            # references and `other` avoid the target's +-2 frames, so the mouth cannot be copied from them
+            away = [(t + 3 + min(int(v * (len(f) - 5)), len(f) - 6)) % len(f) for v in u[i, 1:].tolist()]
+            frame.append(t)
+            target.append(f[t])
+            other.append(f[away[0]])
+            refs.append(f[sorted(away[1:])])
+        return dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
+                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))

@@ -1,0 +1,84 @@
+"""Latent autoencoder shared by every latent model (DESIGN.md §4).
+
+A small ldm-style conv encoder/decoder: (B, 3, R, R) in [-1, 1] <-> (B, 4, R/f, R/f).
+f = 4 at 64-128 px so the mouth spans several latent cells, f = 8 from 256 px
+(the papers' setting). Deterministic (no KL): the loss is L1 + a structural
+(SSIM) term, plus a tiny L2 pull on the latent so its scale stays near 1 for the
+latent models that follow. Frozen after its own training.
+"""
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flashsync.nn import Down, ResBlock, Up, norm, to_float
+
+
+@dataclasses.dataclass
+class AEConfig:
+    resolution: int = 64
+    factor: int = 4                    # spatial downsampling: 4 at 64-128 px, 8 from 256 px
+    channels: tuple = (32, 64, 64)     # per level, full resolution first; len = log2(factor) + 1
+    latent: int = 4
+    ssim_weight: float = 0.2
+    latent_weight: float = 1e-4
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.channels
+        assert 2 ** (len(ch) - 1) == cfg.factor, "channels needs log2(factor) + 1 levels"
+        enc = [nn.Conv2d(3, ch[0], 3, padding=1)]
+        for i, c in enumerate(ch):
+            enc.append(ResBlock(c))
+            if i + 1 < len(ch):
+                enc.append(Down(c, ch[i + 1]))
+        enc += [ResBlock(ch[-1]), norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent, 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+        dec = [nn.Conv2d(cfg.latent, ch[-1], 3, padding=1), ResBlock(ch[-1])]
+        for i in reversed(range(len(ch))):
+            dec.append(ResBlock(ch[i]))
+            if i > 0:
+                dec.append(Up(ch[i], ch[i - 1]))
+        dec += [norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x):
+        """(B, 3, R, R) in [-1, 1] -> (B, 4, R/f, R/f)."""
+        return self.encoder(x)
+
+    def decode(self, z):
+        """(B, 4, R/f, R/f) -> (B, 3, R, R), not clamped (clamp when turning into pixels)."""
+        return self.decoder(z)
+
+    def loss(self, batch):
+        x = to_float(batch["target"])                      # (B, 3, R, R)
+        z = self.encode(x)
+        y = self.decode(z)
+        l1 = (y - x).abs().mean()
+        s = 1 - ssim(y, x).mean()
+        loss = l1 + self.cfg.ssim_weight * s + self.cfg.latent_weight * z.pow(2).mean()
+        return loss, dict(l1=l1.detach(), ssim=1 - s.detach(), y=y.detach())
+
+    forward = loss
+
+
+def ssim(x, y, window=7):
+    """Mean-filtered SSIM per image for inputs in [-1, 1]: (B, 3, H, W) x2 -> (B,)."""
+    x, y = (x + 1) / 2, (y + 1) / 2
+    pool = lambda t: F.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)
+    mx, my = pool(x), pool(y)
+    vx, vy, cxy = pool(x * x) - mx * mx, pool(y * y) - my * my, pool(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
+
+
+def psnr(x, y):
+    """PSNR in dB of images in [-1, 1]: (B, 3, H, W) x2 -> (B,)."""
+    mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))

@@ -1,0 +1,64 @@
+"""Checkpoints: load safely (weights_only=True) and rebuild any trained flashsync model.
+
+A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine),
+config (the train.py settings it was trained with), init (the slimmed checkpoint
+it was built on, e.g. the frozen autoencoder inside an editor), model, ema,
+optimizer, step, data (the sampler's random state). Written atomically by train.py.
+"""
+import os
+
+import torch
+
+from flashsync.util import UserError
+
+
+def load_checkpoint(path, kind=None):
+    """torch.load with weights_only=True and clear errors for the wrong file or model."""
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a flashsync checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "flashsync":
+        raise UserError(f"{path} is not a flashsync checkpoint")
+    if ckpt.get("version", 0) > 1:
+        raise UserError(f"{path} was written by a newer flashsync (checkpoint version {ckpt['version']}); update")
+    if kind is not None and ckpt["kind"] != kind:
+        raise UserError(f"{path} holds a {ckpt['kind']!r} model, but a {kind!r} model is needed here")
+    return ckpt
+
+
+def build(kind, cfg, init):
+    """The model for `kind` from the config dict, built on the `init` checkpoint where it needs one."""
+    from flashsync.autoencoder import AEConfig, Autoencoder
+    from flashsync.editor import Editor, EditorConfig, Refiner
+    if kind == "ae":
+        return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"])))
+    if kind == "editor":
+        if init is None:
+            raise UserError("the editor needs a trained autoencoder: --init_from=out/ae/ckpt.pt")
+        ae = build("ae", init["config"], None)
+        ae.load_state_dict(init["ema"])
+        return Editor(EditorConfig(resolution=cfg["resolution"], refs=cfg["refs"], lips_dim=cfg["lips_dim"],
+                                   lips_noise=cfg["lips_noise"], channels=tuple(cfg["editor_channels"])), ae)
+    if kind == "refine":
+        if init is None or init["kind"] != "editor":
+            raise UserError("refinement needs a trained masked editor: --init_from=out/editor/ckpt.pt")
+        editor = build("editor", init["config"], init.get("init"))
+        editor.load_state_dict(init["ema"])
+        return Refiner(editor)
+    raise UserError(f"unknown model {kind!r}: use ae, editor or refine")
+
+
+def load_model(path, kind=None):
+    """Rebuild a trained model (EMA weights) from a checkpoint, for evaluation and inference."""
+    ckpt = load_checkpoint(path, kind)
+    net = build(ckpt["kind"], ckpt["config"], ckpt.get("init"))
+    net.load_state_dict(ckpt["ema"])
+    return net.eval()
+
+
+def slim(ckpt):
+    """What a later model needs of the checkpoint it builds on: no optimiser, no live weights."""
+    return {k: ckpt[k] for k in ("format", "version", "kind", "config", "init", "ema")}

@@ -1,0 +1,140 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from flashsync.autoencoder import AEConfig, Autoencoder
+from flashsync.checkpoint import load_checkpoint, load_model
+from flashsync.dataset import FrameSampler
+from flashsync.editor import Editor, EditorConfig, Refiner
+
+TINY = ["--ae_channels=(8, 8, 16)", "--editor_channels=(16, 16)", "--batch_size=4", "--log_every=1",
+        "--eval_batches=1", "--threads=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={root}", "--identities=10", "--clips_per_identity=2",
+                   "--seconds=0.8", "--resolution=32")
+    assert r.returncode == 0, r.stderr
+    return str(root)
+
+
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r}
+
+
+def test_autoencoder_shapes():
+    for res, f, ch in ((64, 4, (8, 8, 8)), (256, 8, (8, 8, 8, 8))):
+        ae = Autoencoder(AEConfig(resolution=res, factor=f, channels=ch))
+        z = ae.encode(torch.zeros(2, 3, res, res))
+        assert z.shape == (2, 4, res // f, res // f)
+        assert ae.decode(z).shape == (2, 3, res, res)
+
+
+def test_editor_residual_and_one_batch_overfit(tiny_data):
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(resolution=32, channels=(8, 8, 16)))
+    ed = Editor(EditorConfig(resolution=32, channels=(16, 16)), ae)
+    batch = FrameSampler(tiny_data, "train").batch(4, torch.Generator().manual_seed(0))
+    assert batch["refs"].shape == (4, 4, 32, 32, 3)
+    # residual formulation: the fresh UNet outputs zero, so the masked latent comes through unchanged
+    z_in, mask, z_refs, _ = ed.encode_inputs(batch["target"], batch["refs"])
+    p = ed.lips(torch.zeros(4, 3, 32, 32))
+    assert p.shape == (4, 12)
+    assert torch.equal(ed.net(z_in, mask, z_refs, p), z_in)
+    assert mask.shape == (4, 1, 8, 8) and mask.sum() > 0
+    # it can overfit one batch (bottleneck noise off, so the target is fixed)
+    ed.lips.noise = 0.0
+    opt = torch.optim.Adam([q for q in ed.parameters() if q.requires_grad], lr=3e-3)
+    first = float(ed.loss(batch)[0])
+    for _ in range(150):
+        loss, _ = ed.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(ed.loss(batch)[0]) < 0.5 * first
+    # the frozen autoencoder did not move, and refinement starts from the editor's weights
+    assert all(not q.requires_grad for q in ed.ae.parameters())
+    rf = Refiner(ed)
+    loss, stats = rf.loss(dict(batch))
+    assert torch.isfinite(loss) and stats["y"].shape == (4, 3, 32, 32)
+
+
+def test_train_stages_checkpoint_round_trip(tiny_data, tmp_path):
+    out = tmp_path / "ae"
+    r = run_script("train.py", "--model=ae", f"--data_dir={tiny_data}", f"--out_dir={out}", "--max_steps=6",
+                   "--eval_every=3", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "frames/s" in r.stdout and os.path.exists(out / "samples_000006.png")
+    ckpt = load_checkpoint(str(out / "ckpt.pt"), "ae")
+    assert ckpt["step"] == 6 and ckpt["config"]["resolution"] == 32
+    ae = load_model(str(out / "ckpt.pt"), "ae")
+    for k, v in ae.state_dict().items():
+        assert torch.equal(v, ckpt["ema"][k])
+    r = run_script("train.py", "--model=editor", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'ed'}",
+                   f"--init_from={out / 'ckpt.pt'}", "--max_steps=4", "--eval_every=4", *TINY)
+    assert r.returncode == 0, r.stderr
+    ed = load_model(str(tmp_path / "ed" / "ckpt.pt"), "editor")
+    assert torch.equal(ed.ae.state_dict()["decoder.0.weight"], ae.state_dict()["decoder.0.weight"])
+    r = run_script("train.py", "--model=refine", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'rf'}",
+                   f"--init_from={tmp_path / 'ed' / 'ckpt.pt'}", "--max_steps=2", "--eval_every=2", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert isinstance(load_model(str(tmp_path / "rf" / "ckpt.pt"), "refine"), Refiner)
+    # the wrong kind of checkpoint is a clear error
+    r = run_script("train.py", "--model=refine", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'x'}",
+                   f"--init_from={out / 'ckpt.pt'}", *TINY)
+    assert r.returncode == 2 and "holds a 'ae' model, but a 'editor' model is needed" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_resume_continues_the_same_curve(tiny_data, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    common = ["--model=ae", f"--data_dir={tiny_data}", "--max_steps=40", "--eval_every=4", *TINY]
+    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'straight'}")
+    assert r.returncode == 0, r.stderr
+    # kill a run as soon as it has written a checkpoint, then resume it
+    split = tmp_path / "split"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *common, f"--out_dir={split}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    while not (split / "ckpt.pt").exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    start = load_checkpoint(str(split / "ckpt.pt"), "ae")["step"]
+    assert start < 40
+    r = run_script("train.py", *common, f"--out_dir={split}", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resumed {split / 'ckpt.pt'} at step {start}" in r.stdout
+    a = losses(tmp_path / "straight" / "log.jsonl")
+    b = {}
+    for line in open(split / "log.jsonl"):     # the resumed run's lines come last and win
+        rec = json.loads(line)
+        if "loss" in rec:
+            b[rec["step"]] = rec["loss"]
+    for s in range(start + 1, 41):
+        assert abs(a[s] - b[s]) < 1e-6 * max(1, abs(a[s])), (s, a[s], b[s])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "nan"
+    common = ["--model=ae", f"--data_dir={tiny_data}", f"--out_dir={out}", "--eval_every=4", *TINY]
+    r = run_script("train.py", *common, "--max_steps=4")
+    assert r.returncode == 0, r.stderr
+    before = load_checkpoint(str(out / "ckpt.pt"), "ae")
+    # resume with an absurd learning rate: the weights explode and the loss stops being finite
+    r = run_script("train.py", *common, "--max_steps=50", "--resume", "--lr=1e30", "--grad_clip=0")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "loss became" in lines[0] and "last good checkpoint" in lines[0]
+    after = load_checkpoint(str(out / "ckpt.pt"), "ae")
+    assert after["step"] == 4
+    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
