@@ -51,13 +51,13 @@ def test_editor_residual_and_one_batch_overfit(tiny_data):
     # it can overfit one batch (bottleneck noise off, so the target is fixed)
     ed.lips.noise = 0.0
     opt = torch.optim.Adam([q for q in ed.parameters() if q.requires_grad], lr=3e-3)
-    first = float(ed.loss(batch)[0])
+    first = float(ed.loss(batch)[0].detach())
     for _ in range(150):
         loss, _ = ed.loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(ed.loss(batch)[0]) < 0.5 * first
+    assert float(ed.loss(batch)[0].detach()) < 0.5 * first
     # the frozen autoencoder did not move, and refinement starts from the editor's weights
     assert all(not q.requires_grad for q in ed.ae.parameters())
     rf = Refiner(ed)
