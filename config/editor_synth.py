@@ -1,14 +1,9 @@
 # Masked FlashLips editor on SynthTalk 64x64, ~8 min on 2 CPU cores. Needs the autoencoder.
-# python train.py config/editor_synth.py
+# python train.py config/editor_synth.py   (refs, lips_dim, lips_noise, editor_channels: train.py defaults)
 model = "editor"
 data_dir = "data/synth"
 out_dir = "out/editor"
 init_from = "out/ae/ckpt.pt"
-refs = 4
-lips_dim = 12
-lips_noise = 0.2
-editor_channels = (64, 128)
-batch_size = 16
 max_steps = 2500
 lr = 1e-3
 eval_every = 500

@@ -81,6 +81,15 @@ def write_index(root, clips, resolution):
                                                       fps=FPS, sample_rate=SR, clips=sorted(old.values(), key=lambda c: c["name"])))
 
 
+def split_clips(root, split):
+    """(crop resolution, index entries of the clips in `split`) of a dataset."""
+    index = read_index(root)
+    clips = [c for c in index["clips"] if c["split"] == split]
+    if not clips:
+        raise UserError(f"{root}: no clips in split {split!r}")
+    return index["resolution"], clips
+
+
 def load_clip(root, name):
     """A whole clip: frames (memory-mapped), audio (T*640,) float32, meta dict, occluder or None."""
     d = os.path.join(root, "clips", name)
@@ -102,11 +111,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split="train", length=1, stride=1):
         self.root, self.length = root, length
-        index = read_index(root)
-        self.resolution = index["resolution"]
-        self.clips = [c for c in index["clips"] if c["split"] == split]
-        if not self.clips:
-            raise UserError(f"{root}: no clips in split {split!r}")
+        self.resolution, self.clips = split_clips(root, split)
         self.items = [(i, s) for i, c in enumerate(self.clips) for s in range(0, c["frames"] - length + 1, stride)]
         self._frames, self._meta = {}, {}
 
@@ -145,11 +150,7 @@ class FrameSampler:
 
     def __init__(self, root, split="train", refs=4):
         self.root, self.refs = root, refs
-        index = read_index(root)
-        self.resolution = index["resolution"]
-        self.clips = [c for c in index["clips"] if c["split"] == split]
-        if not self.clips:
-            raise UserError(f"{root}: no clips in split {split!r}")
+        self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
 
     def batch(self, n, generator):
