@@ -1,0 +1,167 @@
+"""FlashLips stage 2: audio -> lips-pose sequence by rectified-flow matching (DESIGN.md §4).
+
+    x_t = (1 - t) * eps + t * x_1,   target velocity v = x_1 - eps,   t ~ logit-normal
+    loss = || v_theta(x_t, t | audio, reference poses) - (x_1 - eps) ||^2
+
+x_1 is the sequence of (normalised) 12-D lips vectors of a clip, (B, T, 12).
+The audio encoder turns the log-mel (4 frames per video frame) into one feature
+per video frame with strided convolutions and a transformer. The flow
+transformer sees, per frame, x_t + audio feature + the flow time embedding, and
+K reference poses of the speaker as extra tokens (style). Attention is limited
+to the past plus a lookahead; training draws the lookahead at random so one
+model serves offline (full context) and streaming (a few frames ahead). Position
+convolutions are causal; the strided mel convolutions see about 1.5 frames
+ahead, so the true lookahead is the attention's plus ~2 frames.
+Sampling: a few Euler steps from Gaussian noise.
+"""
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class PoseConfig:
+    dim: int = 128
+    heads: int = 4
+    audio_layers: int = 2
+    flow_layers: int = 4
+    lips_dim: int = 12
+    refs: int = 4                  # K reference poses (speaker style)
+    n_mels: int = 80
+    max_lookahead: int = 8         # frames; training draws 0..max or full context
+    full_context_prob: float = 0.5
+
+
+def timestep_embedding(t, dim):
+    """Sinusoidal embedding of flow times t (B,) in [0, 1] -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = 1000.0 * t[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def lookahead_mask(t_len, lookahead, extra=0, device=None):
+    """Boolean (T + extra, T + extra) attention mask, True = may attend.
+
+    Frame i sees frames j <= i + lookahead (lookahead < 0: everything); the first
+    `extra` tokens (reference poses) are seen by all and see all.
+    """
+    n = t_len + extra
+    i = torch.arange(n, device=device)
+    ok = (i[None, :] - extra) <= (i[:, None] - extra) + (lookahead if lookahead >= 0 else n)
+    ok[:, :extra] = True
+    ok[:extra, :] = True
+    return ok
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention (with a mask) and an MLP. (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x, mask=None):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.n1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.n2(x))
+
+
+class CausalConv(nn.Module):
+    """Depthwise conv over time that only looks back (so lookahead comes from attention alone). (B, C, T)."""
+
+    def __init__(self, c, k):
+        super().__init__()
+        self.k = k
+        self.conv = nn.Conv1d(c, c, k, groups=c)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (self.k - 1, 0)))
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel (B, 4T, 80) -> per-video-frame features (B, T, dim): two stride-2 convs (100 -> 25 Hz), transformer."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(cfg.n_mels, cfg.dim, 5, stride=2, padding=2), nn.GELU(),
+                                  nn.Conv1d(cfg.dim, cfg.dim, 5, stride=2, padding=2), nn.GELU())
+        self.pos = CausalConv(cfg.dim, 9)                                          # relative position
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads) for _ in range(cfg.audio_layers))
+
+    def forward(self, mel, mask=None):
+        h = self.conv(mel.transpose(1, 2))                 # (B, dim, T)
+        h = (h + self.pos(h)).transpose(1, 2)              # (B, T, dim)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return h
+
+
+class PoseFlow(nn.Module):
+    """Velocity field v(x_t, t | audio, reference poses) over a sequence, and its sampler."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.audio = AudioEncoder(cfg)
+        self.inp = nn.Linear(cfg.lips_dim, d)
+        self.ref = nn.Linear(cfg.lips_dim, d)
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.pos = CausalConv(d, 9)
+        self.blocks = nn.ModuleList(Block(d, cfg.heads) for _ in range(cfg.flow_layers))
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.lips_dim))
+        # pose normalisation (lips-encoder statistics), stored with the weights
+        self.register_buffer("mean", torch.zeros(cfg.lips_dim))
+        self.register_buffer("std", torch.ones(cfg.lips_dim))
+
+    def velocity(self, x, t, mel, refs, lookahead=-1):
+        """x (B, T, 12) normalised, t (B,), mel (B, 4T, 80), refs (B, K, 12) normalised -> (B, T, 12)."""
+        b, n, _ = x.shape
+        k = refs.shape[1]
+        a_mask = lookahead_mask(n, lookahead, 0, x.device)
+        h = self.inp(x) + self.audio(mel, a_mask)[:, :n] + self.time(timestep_embedding(t, self.cfg.dim))[:, None]
+        h = h + self.pos(h.transpose(1, 2)).transpose(1, 2)
+        h = torch.cat([self.ref(refs), h], 1)              # (B, K + T, dim)
+        mask = lookahead_mask(n, lookahead, k, x.device)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.out(h[:, k:])
+
+    def loss(self, poses, mel, refs, generator=None):
+        """Rectified-flow loss. poses (B, T, 12) and refs (B, K, 12) raw lips vectors; mel (B, 4T, 80)."""
+        x1, r = (poses - self.mean) / self.std, (refs - self.mean) / self.std
+        b = x1.shape[0]
+        eps = torch.randn(x1.shape, generator=generator, device=x1.device)
+        t = torch.sigmoid(torch.randn(b, generator=generator, device=x1.device))   # logit-normal
+        xt = (1 - t[:, None, None]) * eps + t[:, None, None] * x1
+        cfg = self.cfg
+        full = torch.rand((), generator=generator) < cfg.full_context_prob
+        lookahead = -1 if full else int(torch.randint(cfg.max_lookahead + 1, (), generator=generator))
+        v = self.velocity(xt, t, mel, r, lookahead)
+        return F.mse_loss(v, x1 - eps)
+
+    @torch.no_grad()
+    def sample(self, mel, refs, n_frames, steps=6, lookahead=-1, generator=None):
+        """Lips vectors (B, T, 12) for log-mel (B, 4T, 80) and reference poses (B, K, 12), raw scale."""
+        b = mel.shape[0]
+        x0 = torch.randn(b, n_frames, self.cfg.lips_dim, generator=generator, device=mel.device)
+        r = (refs - self.mean) / self.std
+        x1 = euler(lambda x, t: self.velocity(x, t.expand(b), mel, r, lookahead), x0, steps)
+        return x1 * self.std + self.mean
+
+
+def euler(velocity, x0, steps):
+    """Integrate dx/dt = velocity(x, t) from t = 0 to 1 in `steps` equal Euler steps."""
+    x = x0
+    for i in range(steps):
+        t = torch.full((1,), i / steps, device=x0.device)
+        x = x + velocity(x, t) / steps
+    return x
