@@ -6,13 +6,13 @@ from flashsync.pose import PoseConfig, PoseFlow, euler, lookahead_mask
 
 
 def test_euler_against_exact_solutions():
-    x0 = torch.randn(3, 5, 12)
+    x0 = torch.linspace(-3, 3, 180).reshape(3, 5, 12)
     # constant velocity: exact in any number of steps
     c = torch.randn(12)
     assert torch.allclose(euler(lambda x, t: c.expand_as(x), x0, 1), x0 + c, atol=1e-6)
     # dx/dt = -x: x(1) = x0 / e, Euler's error shrinks like 1/steps
     errors = [(euler(lambda x, t: -x, x0, n) - x0 / math.e).abs().max().item() for n in (4, 16, 256)]
-    assert errors[0] > errors[1] > errors[2] and errors[2] < 2e-3
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 3 * 1e-3     # |x0| <= 3
     # time-dependent: dx/dt = 2t -> x(1) = x0 + 1 (Euler on a linear-in-t field: error 1/steps)
     assert (euler(lambda x, t: 2 * t * torch.ones_like(x), x0, 100) - (x0 + 1)).abs().max() < 0.011
 
