@@ -28,7 +28,7 @@ from flashsync.util import UserError, atomic_path, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
-model = "ae"                      # ae | editor | refine
+model = "ae"                      # ae | editor | refine | pose
 data_dir = "data/synth"
 out_dir = "out/ae"
 init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
@@ -41,6 +41,10 @@ refs = 4
 lips_dim = 12
 lips_noise = 0.2
 editor_channels = (64, 128)
+# pose (audio -> lips vectors)
+pose_dim = 128
+pose_layers = 4
+seq_len = 50                      # frames per training window (2 s)
 # optimisation
 batch_size = 16
 max_steps = 2500
@@ -111,8 +115,9 @@ def main():
     from flashsync.dataset import FrameSampler, read_index
     index = read_index(data_dir)
     cfg["resolution"] = index["resolution"]
-    train_data = FrameSampler(data_dir, "train", refs=refs)
-    val_data = FrameSampler(data_dir, "val", refs=refs)
+    length = seq_len if model == "pose" else 1
+    train_data = FrameSampler(data_dir, "train", refs=refs, length=length)
+    val_data = FrameSampler(data_dir, "val", refs=refs, length=length)
     gen = torch.Generator().manual_seed(seed * 1000 + rank)     # the data position: saved and restored
 
     # model ----------------------------------------------------------------------
@@ -163,7 +168,7 @@ def main():
                 b = to_dev(val_data.batch(batch_size, g))
                 first = first if first is not None else b
                 losses.append(float(net.loss(b)[0]))
-            image = grid(net, first)
+            image = grid(net, first) if model != "pose" else None
         net.load_state_dict(live)
         net.train()
         return sum(losses) / len(losses), image
@@ -203,7 +208,7 @@ def main():
                 else:
                     ema_net[k].copy_(v)
         step += 1
-        frames_seen += batch_size * world
+        frames_seen += batch_size * length * world
         if master and (step % log_every == 0 or step == max_steps):
             dt = (time.time() - t0) / log_every if step % log_every == 0 else time.time() - t0
             rec = dict(step=step, loss=float(loss.detach()), lr=lr_at(step), ms=1000 * dt,
@@ -216,7 +221,8 @@ def main():
             val, image = evaluate()
             print(f"step {step}: val loss {val:.4f}")
             log.write(json.dumps(dict(step=step, val_loss=val)) + "\n")
-            write_png(os.path.join(out_dir, f"samples_{step:06d}.png"), image)
+            if image is not None:
+                write_png(os.path.join(out_dir, f"samples_{step:06d}.png"), image)
             save()
     if ddp:
         dist.destroy_process_group()

@@ -48,7 +48,16 @@ def build(kind, cfg, init):
         editor = build("editor", init["config"], init.get("init"))
         editor.load_state_dict(init["ema"])
         return Refiner(editor)
-    raise UserError(f"unknown model {kind!r}: use ae, editor or refine")
+    if kind == "pose":
+        from flashsync.pose import PoseConfig, PoseModel
+        if init is None or init["kind"] != "editor":
+            raise UserError("the pose model needs the trained masked editor (its lips encoder): "
+                            "--init_from=out/editor/ckpt.pt")
+        editor = build("editor", init["config"], init.get("init"))
+        editor.load_state_dict(init["ema"])
+        return PoseModel(PoseConfig(dim=cfg["pose_dim"], flow_layers=cfg["pose_layers"], refs=cfg["refs"],
+                                    lips_dim=cfg["lips_dim"]), editor.lips)
+    raise UserError(f"unknown model {kind!r}: use ae, editor, refine or pose")
 
 
 def load_model(path, kind=None):

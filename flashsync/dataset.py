@@ -143,20 +143,22 @@ class FrameSampler:
     """Random training batches of single frames with K reference frames from the same clip.
 
     batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n, K, R, R, 3) uint8,
-    other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,)).
+    other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,));
+    with length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
+    the L-frame window that holds the target.
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
     """
 
-    def __init__(self, root, split="train", refs=4):
-        self.root, self.refs = root, refs
+    def __init__(self, root, split="train", refs=4, length=1):
+        self.root, self.refs, self.length = root, refs, length
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
 
     def batch(self, n, generator):
         clip = torch.randint(len(self.clips), (n,), generator=generator).tolist()
         u = torch.rand(n, self.refs + 2, generator=generator)
-        target, refs, other, frame = [], [], [], []
+        target, refs, other, frame, video, audio = [], [], [], [], [], []
         for i, c in enumerate(clip):
             f = self.frames[c]
             t = min(int(u[i, 0] * len(f)), len(f) - 1)
@@ -166,5 +168,14 @@ class FrameSampler:
             target.append(f[t])
             other.append(f[away[0]])
             refs.append(f[sorted(away[1:])])
-        return dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
-                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))
+            if self.length > 1:
+                s = max(0, min(t, len(f) - self.length))
+                video.append(f[s:s + self.length])
+                path = os.path.join(self.root, "clips", self.clips[c]["name"], "audio.wav")
+                audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
+                                     dtype="float32")[0])
+        out = dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
+                   other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))
+        if self.length > 1:
+            out.update(video=torch.from_numpy(np.stack(video)), audio=torch.from_numpy(np.stack(audio)))
+        return out

@@ -21,6 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from flashsync.audio import log_mel
+from flashsync.nn import to_float
+
 
 @dataclasses.dataclass
 class PoseConfig:
@@ -156,6 +159,38 @@ class PoseFlow(nn.Module):
         r = (refs - self.mean) / self.std
         x1 = euler(lambda x, t: self.velocity(x, t.expand(b), mel, r, lookahead), x0, steps)
         return x1 * self.std + self.mean
+
+
+class PoseModel(nn.Module):
+    """Training wrapper: lips vectors from the frozen stage-1 lips encoder are the flow's targets."""
+
+    def __init__(self, cfg, lips):
+        super().__init__()
+        self.lips = lips.requires_grad_(False).eval()
+        self.flow = PoseFlow(cfg)
+        self.register_buffer("ready", torch.zeros(()))     # pose statistics set from the first batch
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.lips.eval()
+        return self
+
+    @torch.no_grad()
+    def poses(self, video):
+        """uint8 (B, L, R, R, 3) -> lips vectors (B, L, 12)."""
+        return self.lips(to_float(video).flatten(0, 1)).unflatten(0, video.shape[:2])
+
+    def loss(self, batch):
+        poses, refs = self.poses(batch["video"]), self.poses(batch["refs"])
+        if not self.ready:
+            flat = poses.flatten(0, 1)
+            self.flow.mean.copy_(flat.mean(0))
+            self.flow.std.copy_(flat.std(0).clamp(min=1e-3))
+            self.ready.fill_(1)
+        mel = log_mel(batch["audio"])                          # (B, 4L, 80)
+        return self.flow.loss(poses, mel, refs), {}
+
+    forward = loss
 
 
 def euler(velocity, x0, steps):

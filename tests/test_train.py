@@ -85,6 +85,12 @@ def test_train_stages_checkpoint_round_trip(tiny_data, tmp_path):
                    f"--init_from={tmp_path / 'ed' / 'ckpt.pt'}", "--max_steps=2", "--eval_every=2", *TINY)
     assert r.returncode == 0, r.stderr
     assert isinstance(load_model(str(tmp_path / "rf" / "ckpt.pt"), "refine"), Refiner)
+    r = run_script("train.py", "--model=pose", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'pose'}",
+                   f"--init_from={tmp_path / 'ed' / 'ckpt.pt'}", "--max_steps=2", "--eval_every=2", "--seq_len=10",
+                   "--pose_dim=32", "--pose_layers=1", *TINY)
+    assert r.returncode == 0, r.stderr
+    pose = load_model(str(tmp_path / "pose" / "ckpt.pt"), "pose")
+    assert pose.ready == 1 and (pose.flow.std != 1).all()       # pose statistics live in the checkpoint
     # the wrong kind of checkpoint is a clear error
     r = run_script("train.py", "--model=refine", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'x'}",
                    f"--init_from={out / 'ckpt.pt'}", *TINY)

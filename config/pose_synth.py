@@ -1,0 +1,13 @@
+# Audio -> lips-pose flow-matching transformer on SynthTalk, CPU. Needs the masked editor (its lips encoder).
+# python train.py config/pose_synth.py
+model = "pose"
+data_dir = "data/synth"
+out_dir = "out/pose"
+init_from = "out/editor/ckpt.pt"
+seq_len = 50
+batch_size = 16
+max_steps = 1500
+lr = 1e-3
+warmup = 50
+eval_every = 500
+ema = 0.995
