@@ -27,12 +27,12 @@ from flashsync.util import UserError, run_main
 
 
 def test_clips(data_dir):
-    """Test-split clips grouped by identity: {identity: [(frames, meta), ...]}."""
+    """Test-split clips grouped by identity: {identity: [(frames, meta, audio), ...]}."""
     groups = {}
     for c in read_index(data_dir)["clips"]:
         if c["split"] == "test":
-            frames, _, meta, _ = load_clip(data_dir, c["name"])
-            groups.setdefault(meta.get("identity", c["name"]), []).append((frames, meta))
+            frames, audio, meta, _ = load_clip(data_dir, c["name"])
+            groups.setdefault(meta.get("identity", c["name"]), []).append((frames, meta, audio))
     if not groups:
         raise UserError(f"{data_dir} has no test clips")
     return groups
@@ -44,7 +44,7 @@ def _pairs(groups, n, rng, same_identity=True):
     out = []
     for i in range(n):
         ident = ids[i % len(ids)]
-        (src, _), donor_clip = groups[ident][0], groups[ident][1]
+        (src, _, _), donor_clip = groups[ident][0], groups[ident][1]
         if not same_identity:
             donor_clip = groups[ids[(i + 1 + rng.integers(len(ids) - 1)) % len(ids)]][0]
         t = int(rng.integers(len(src)))
@@ -91,9 +91,40 @@ def editor_report(editor, ae, data_dir, n=200, seed=0, masked=True, batch=50):
 
 @torch.no_grad()
 def ae_report(ae, data_dir, n=500):
-    frames = np.concatenate([f for clips in test_clips(data_dir).values() for f, _ in clips])
+    frames = np.concatenate([f for clips in test_clips(data_dir).values() for f, _, _ in clips])
     x = to_float(torch.from_numpy(frames[np.linspace(0, len(frames) - 1, n).astype(int)]))
     return dict(ae_psnr=float(psnr(ae.decode(ae.encode(x)), x).mean()))
+
+
+@torch.no_grad()
+def flashlips_report(pose, editor, data_dir, steps=6, lookahead=-1, seed=0):
+    """Audio-driven FlashLips on test identities: each source clip is driven by the audio of
+    another identity's clip (cross-sync) and by silence (LipLeak)."""
+    from flashsync.audio import log_mel
+    groups = test_clips(data_dir)
+    ids = sorted(groups)
+    g = torch.Generator().manual_seed(seed)
+    base = editor.teacher if hasattr(editor, "teacher") else editor
+    read, drive_open, src_open, leak = [], [], [], []
+    for i, ident in enumerate(ids):
+        src, smeta, _ = groups[ident][0]
+        drv, dmeta, daudio = groups[ids[(i + 1) % len(ids)]][0]
+        t = min(len(src), len(drv))
+        frames = torch.from_numpy(np.array(src[:t]))
+        pick = torch.linspace(0, t - 1, 4).long()
+        refs = frames[pick][None]                                          # (1, 4, R, R, 3)
+        ref_poses = pose.poses(refs)
+        for audio, sink in ((torch.from_numpy(daudio[:t * 640]), read), (torch.zeros(t * 640), leak)):
+            p = pose.flow.sample(log_mel(audio)[None], ref_poses, t, steps, lookahead, generator=g)[0]
+            z = editor.edit(frames, refs.expand(t, -1, -1, -1, -1), p) if hasattr(editor, "teacher") \
+                else editor.edit(frames, refs.expand(t, -1, -1, -1, -1), p, masked=True)
+            sink.append(synth.read_mouth(to_uint8(base.ae.decode(z)).numpy())["open"])
+        drive_open.append(np.asarray(dmeta["gt"]["open"][:t]))
+        src_open.append(np.asarray(smeta["gt"]["open"][:t]))
+    r = np.concatenate(read)
+    return dict(r_driving=float(np.corrcoef(r, np.concatenate(drive_open))[0, 1]),
+                r_source=float(np.corrcoef(r, np.concatenate(src_open))[0, 1]),
+                lipleak=float((np.concatenate(leak) > synth.OPEN_THRESHOLD).mean()))
 
 
 # -----------------------------------------------------------------------------
@@ -101,6 +132,9 @@ data_dir = "data/synth"
 ae = ""
 editor = ""
 refine = ""
+pose = ""
+steps = 6                # Euler steps of the pose sampler
+lookahead = -1           # pose model lookahead in frames (-1: offline, full context)
 pairs = 200
 out = ""                 # optional JSON file for the numbers
 # -----------------------------------------------------------------------------
@@ -118,6 +152,12 @@ def main():
     if refine:
         rf = load_model(refine, "refine")
         rows["editor (mask-free)"] = editor_report(rf, rf.teacher.ae, data_dir, pairs)
+    if pose:
+        if not (refine or editor):
+            raise UserError("--pose needs an editor to drive: give --refine (mask-free) or --editor")
+        drive = rf if refine else ed
+        rows[f"FlashLips (lookahead {lookahead})"] = flashlips_report(load_model(pose, "pose"), drive, data_dir,
+                                                                       steps, lookahead)
     if not rows:
         raise UserError("nothing to evaluate: give --ae, --editor and/or --refine checkpoints")
     keys = sorted({k for r in rows.values() for k in r})
