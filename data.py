@@ -8,7 +8,6 @@
         track or from --audio (trimmed or padded to the video's length).
 """
 import os
-import sys
 import time
 
 import numpy as np

@@ -11,13 +11,11 @@ continues exactly where the last checkpoint stopped (model, EMA, optimiser,
 step and the data sampler's random state).
 """
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -72,15 +70,14 @@ def trainable(net):
 
 
 def grid(net, batch):
-    """A uint8 image of eval samples, one row each: source | masked input | output (autoencoder: source | output)."""
+    """A uint8 image of eval samples, one row each: source | masked input | output (others: source | output)."""
     from flashsync.nn import to_float, to_uint8
     with torch.no_grad():
         _, stats = net.loss(batch)
     x = to_float(batch["target"])
     cols = [x]
-    if hasattr(net, "lips") or hasattr(net, "teacher"):
-        m = (net.teacher if hasattr(net, "teacher") else net).pix_mask
-        cols.append(x * (1 - m) if hasattr(net, "lips") else x)
+    if hasattr(net, "pix_mask"):                   # the masked editor: show what it was given
+        cols.append(x * (1 - net.pix_mask))
     cols.append(stats["y"])
     rows = torch.cat([torch.cat([to_uint8(c[i].float().cpu()) for c in cols], 1) for i in range(min(8, len(x)))], 0)
     return rows.numpy()
