@@ -1,7 +1,177 @@
-"""sample.py: not yet implemented (see the open issues in README.md's roadmap)."""
+"""Lip-sync a video, or animate a still face, to new speech with FlashLips.
+
+    python sample.py --video in.mp4 --audio speech.wav --box x,y,w,h --out out.mp4
+    python sample.py --video face.png --audio speech.wav --out talking.mp4 --compare
+
+The face box (x,y,w,h in pixels, first frame) is tracked through the video; the
+crops go through the mask-free editor driven by lips poses that the pose model
+samples from the audio, and only the lower face is pasted back, feathered, so
+every other pixel is the source's. The output has the driving audio and its
+length: a shorter video plays forwards, backwards, forwards ... to cover it; a
+longer one is cut. Frames are decoded, edited and encoded in chunks of `batch`,
+so memory stays flat however long the input. Without --box the whole frame is
+the face (SynthTalk-style crops).
+"""
+import itertools
+import os
 import sys
+import time
+
+import numpy as np
+import torch
+
+from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
+from flashsync.audio import load_audio
+from flashsync.config import configure
+from flashsync.lipsync import LipSync
+from flashsync.util import UserError, check_file, run_main
+
+# -----------------------------------------------------------------------------
+# defaults: override with config/<name>.py or --key=value
+video = ""                        # input video (any container av reads) or a still image
+audio = ""                        # driving speech (any format; resampled to 16 kHz mono)
+box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
+boxes = ""                        # or a text file with one box per frame (from any detector)
+out = "out/sample.mp4"
+editor = "out/refine/ckpt.pt"     # mask-free editor (or a masked 'editor' checkpoint)
+pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
+steps = 6                         # Euler steps of the pose sampler
+seed = 0
+lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
+compare = False                   # write source | output side by side
+batch = 16                        # frames edited at once
+crf = 18                          # h264 quality (lower is better, bigger)
+device = "auto"                   # auto | cpu | cuda
+threads = 0                       # CPU threads (0: torch's default)
+# -----------------------------------------------------------------------------
+
+N_REFS_SPAN = 100                 # reference frames are spread over the first 4 s of the video
+
+
+def ping_pong(path, info, n_out, chunk=25):
+    """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
+
+    Backwards runs are read in chunks from the end (each a seek and a short decode), so
+    memory holds one chunk, whatever the video's length. A still image repeats.
+    """
+    n = info.frames
+    if n == 1:
+        frame = next(vid.read_frames(path))
+        for _ in range(n_out):
+            yield 0, frame
+        return
+    done = 0
+    while done < n_out:
+        for i, frame in zip(range(n), vid.read_frames(path, 0, info)):            # forwards: 0 .. n - 1
+            yield i, frame
+            done += 1
+        for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
+            lo = max(1, hi - chunk + 1)
+            part = list(itertools.islice(vid.read_frames(path, lo, info), hi - lo + 1))
+            for i, frame in reversed(list(enumerate(part, lo))):
+                yield i, frame
+                done += 1
+
+
+class Boxes:
+    """The face box of each source frame: fixed, from a per-frame file, or tracked on first sight."""
+
+    def __init__(self, first, per_frame=None, fixed=False):
+        self.first, self.per_frame, self.fixed = first, per_frame, fixed
+        self.tracker, self.seen = None, []
+
+    def __call__(self, i, frame):
+        if self.per_frame is not None:
+            return face.square(self.per_frame[min(i, len(self.per_frame) - 1)])
+        if self.fixed:
+            return face.square(self.first)
+        if i < len(self.seen):
+            return self.seen[i]
+        if self.tracker is None:
+            self.tracker = face.Tracker(frame, self.first)
+            self.seen.append(self.tracker.box)
+        else:
+            self.seen.append(self.tracker.update(frame))   # frames arrive in order the first time round
+        return self.seen[i]
+
+
+class Progress:
+    """One line, rewritten in place on a terminal (else a line every 10 s): frames done, FPS, ETA."""
+
+    def __init__(self, total):
+        self.total, self.t0, self.last = total, time.time(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done):
+        now = time.time()
+        if done < self.total and now - self.last < (0.5 if self.tty else 10):
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6)
+        line = f"frame {done}/{self.total}, {rate:.1f} fps, ETA {(self.total - done) / max(rate, 1e-6):.0f} s"
+        end = "\n" if done >= self.total or not self.tty else ""
+        print(("\r" if self.tty else "") + line + "   ", end=end, file=sys.stderr, flush=True)
+
+
+def main():
+    args = configure(globals())
+    if args:
+        raise UserError(f"unexpected arguments {' '.join(args)} (options are --key=value, e.g. --video in.mp4)")
+    if not video or not audio:
+        raise UserError("give the face and the speech: python sample.py --video in.mp4 --audio speech.wav "
+                        "--box x,y,w,h --out out.mp4")
+    if not out.lower().endswith(".mp4"):
+        raise UserError(f"--out {out}: the output is an mp4 file; give a name ending in .mp4")
+    check_file(audio, "audio file")
+    info = vid.probe(video)                              # missing, unreadable, no video stream: one line
+    wave = load_audio(audio)                             # any rate and channel count; zero length: one line
+    n_out = max(1, round(wave.shape[0] / SAMPLES_PER_FRAME))
+    per_frame = face.load_boxes(boxes) if boxes else None
+    first = face.parse_box(box) if box else (per_frame[0] if per_frame else (0, 0, info.width, info.height))
+    face.check_box(first, info.width, info.height)
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    lips = LipSync.load(editor, pose, dev)
+    res = lips.resolution
+    still = info.frames == 1
+    where = Boxes(first, per_frame, fixed=not box and not boxes or still)
+
+    # references: 4 frames spread over the first seconds (the stream sees nothing later either)
+    span = min(info.frames, N_REFS_SPAN)
+    pick = set(np.linspace(0, span - 1, 4).round().astype(int).tolist())
+    refs = []
+    for i, f in zip(range(span), vid.read_frames(video, 0, info)):
+        b = where(i, f)                                  # tracks every frame, in order
+        if i in pick:
+            refs.append(face.crop(f, b, res))
+    lips.set_reference(np.stack((refs * 4)[:4]))        # a still or a very short video repeats its frames
+
+    t0 = time.time()
+    poses = lips.poses(wave, steps, seed, lookahead)[:n_out]           # (n_out, 12)
+    print(f"{n_out} frames ({n_out / FPS:.1f} s) from {info.frames} source frames"
+          f"{' (a still image)' if still else ''}; poses in {time.time() - t0:.1f} s", file=sys.stderr)
+
+    width = info.width * (2 if compare else 1)
+    t0, done, report = time.time(), 0, Progress(n_out)
+    with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
+        source = itertools.islice(ping_pong(video, info, n_out), n_out)
+        while done < n_out:
+            chunk = [(frame, where(i, frame)) for i, frame in itertools.islice(source, batch)]
+            if not chunk:
+                break
+            crops = np.stack([face.crop(f, b, res) for f, b in chunk])
+            edited = lips.edit(crops, poses[done:done + len(chunk)]).numpy()
+            for (frame, b), crop in zip(chunk, edited):
+                result = face.paste(frame, crop, b)
+                writer.write(np.concatenate([frame, result], 1) if compare else result)
+            done += len(chunk)
+            report(done)
+        while writer.frames < n_out:                  # a video that decoded short: hold its last frame
+            writer.write(np.concatenate([frame, result], 1) if compare else result)
+    print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio "
+          f"({time.time() - t0:.1f} s)")
+
 
 if __name__ == "__main__":
-    print("error: sample.py is not implemented yet in this version of flashsync (the foundation only); "
-          "see README.md 'Roadmap'", file=sys.stderr)
-    sys.exit(2)
+    run_main(main)

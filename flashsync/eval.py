@@ -22,6 +22,7 @@ from flashsync.autoencoder import psnr
 from flashsync.checkpoint import load_model
 from flashsync.config import configure
 from flashsync.dataset import load_clip, read_index
+from flashsync.lipsync import LipSync
 from flashsync.nn import to_float, to_uint8
 from flashsync.util import UserError, run_main
 
@@ -96,29 +97,21 @@ def ae_report(ae, data_dir, n=500):
     return dict(ae_psnr=float(psnr(ae.decode(ae.encode(x)), x).mean()))
 
 
-@torch.no_grad()
-def flashlips_report(pose, editor, data_dir, steps=6, lookahead=-1, seed=0):
-    """Audio-driven FlashLips on test identities: each source clip is driven by the audio of
-    another identity's clip (cross-sync) and by silence (LipLeak)."""
-    from flashsync.audio import log_mel
+def flashlips_report(lips, data_dir, steps=6, lookahead=-1, seed=0):
+    """Audio-driven FlashLips (a LipSync, exactly as sample.py runs it) on test identities: each source
+    clip is driven by the audio of another identity's clip (cross-sync) and by silence (LipLeak)."""
     groups = test_clips(data_dir)
     ids = sorted(groups)
-    g = torch.Generator().manual_seed(seed)
-    base = editor.teacher if hasattr(editor, "teacher") else editor
     read, drive_open, src_open, leak = [], [], [], []
     for i, ident in enumerate(ids):
         src, smeta, _ = groups[ident][0]
         drv, dmeta, daudio = groups[ids[(i + 1) % len(ids)]][0]
         t = min(len(src), len(drv))
         frames = torch.from_numpy(np.array(src[:t]))
-        pick = torch.linspace(0, t - 1, 4).long()
-        refs = frames[pick][None]                                          # (1, 4, R, R, 3)
-        ref_poses = pose.poses(refs)
+        lips.set_reference(frames[torch.linspace(0, t - 1, 4).long()])
         for audio, sink in ((torch.from_numpy(daudio[:t * 640]), read), (torch.zeros(t * 640), leak)):
-            p = pose.flow.sample(log_mel(audio)[None], ref_poses, t, steps, lookahead, generator=g)[0]
-            z = editor.edit(frames, refs.expand(t, -1, -1, -1, -1), p) if hasattr(editor, "teacher") \
-                else editor.edit(frames, refs.expand(t, -1, -1, -1, -1), p, masked=True)
-            sink.append(synth.read_mouth(to_uint8(base.ae.decode(z)).numpy())["open"])
+            p = lips.poses(audio, steps, seed + i, lookahead)
+            sink.append(synth.read_mouth(lips.edit(frames, p).numpy())["open"])
         drive_open.append(np.asarray(dmeta["gt"]["open"][:t]))
         src_open.append(np.asarray(smeta["gt"]["open"][:t]))
     r = np.concatenate(read)
@@ -134,7 +127,7 @@ editor = ""
 refine = ""
 pose = ""
 steps = 6                # Euler steps of the pose sampler
-lookahead = -1           # pose model lookahead in frames (-1: offline, full context)
+lookahead = 2            # streaming lookahead in frames, evaluated beside offline (-1: offline only)
 pairs = 200
 out = ""                 # optional JSON file for the numbers
 # -----------------------------------------------------------------------------
@@ -155,9 +148,10 @@ def main():
     if pose:
         if not (refine or editor):
             raise UserError("--pose needs an editor to drive: give --refine (mask-free) or --editor")
-        drive = rf if refine else ed
-        rows[f"FlashLips (lookahead {lookahead})"] = flashlips_report(load_model(pose, "pose"), drive, data_dir,
-                                                                       steps, lookahead)
+        lips = LipSync.load(refine or editor, pose)
+        for la in sorted({-1, lookahead}):
+            name = "FlashLips (offline)" if la < 0 else f"FlashLips (streaming, lookahead {la})"
+            rows[name] = flashlips_report(lips, data_dir, steps, la)
     if not rows:
         raise UserError("nothing to evaluate: give --ae, --editor and/or --refine checkpoints")
     keys = sorted({k for r in rows.values() for k in r})

@@ -126,10 +126,13 @@ class PoseFlow(nn.Module):
         self.register_buffer("std", torch.ones(cfg.lips_dim))
 
     def velocity(self, x, t, mel, refs, lookahead=-1):
-        """x (B, T, 12) normalised, t (B,), mel (B, 4T, 80), refs (B, K, 12) normalised -> (B, T, 12)."""
+        """x (B, T, 12) normalised, t (B,), mel (B, >= 4T, 80), refs (B, K, 12) normalised -> (B, T, 12).
+
+        Mel beyond frame T (say, what a stream has already heard) only reaches the last
+        frames through the convolutions and, with full context, through attention."""
         b, n, _ = x.shape
         k = refs.shape[1]
-        a_mask = lookahead_mask(n, lookahead, 0, x.device)
+        a_mask = lookahead_mask(-(-mel.shape[1] // 4), lookahead, 0, x.device)
         h = self.inp(x) + self.audio(mel, a_mask)[:, :n] + self.time(timestep_embedding(t, self.cfg.dim))[:, None]
         h = h + self.pos(h.transpose(1, 2)).transpose(1, 2)
         h = torch.cat([self.ref(refs), h], 1)              # (B, K + T, dim)

@@ -24,6 +24,7 @@ class VideoInfo:
     duration: float      # seconds
     frames: int          # frames at 25 fps
     has_audio: bool
+    start: float = 0.0   # timestamp of the first frame (frame k of the 25 fps grid is at start + k/25)
 
 
 def _open(path):
@@ -38,13 +39,16 @@ def _open(path):
     return container
 
 
-def _times(path):
-    """Yield (time in seconds, av.VideoFrame) for each decoded frame of the first video stream."""
+def _times(path, seek=None):
+    """Yield (time in seconds, av.VideoFrame) for each decoded frame of the first video stream,
+    from the keyframe at or before time `seek` when it is given."""
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or FPS)
         try:
+            if seek is not None and stream.time_base:
+                container.seek(max(0, int(seek / stream.time_base)), stream=stream, backward=True)
             for i, frame in enumerate(container.decode(stream)):
                 yield (frame.time if frame.time is not None else i / rate), frame
         except av.error.FFmpegError as e:
@@ -68,7 +72,7 @@ def probe(path):
         raise UserError(f"{path}: the video stream has no frames")
     times.sort()
     duration = times[-1] - times[0] + _last_interval(times)
-    return VideoInfo(width, height, duration, max(1, round(duration * FPS)), has_audio)
+    return VideoInfo(width, height, duration, max(1, round(duration * FPS)), has_audio, times[0])
 
 
 def _last_interval(times):
@@ -78,24 +82,35 @@ def _last_interval(times):
     return float(np.median(gaps)) if len(gaps) else 1.0 / FPS
 
 
-def read_frames(path):
-    """Yield the video's frames as (H, W, 3) uint8 RGB arrays at exactly 25 fps."""
-    k, t0, prev, times = 0, None, None, []
-    for t, frame in _times(path):
+def read_frames(path, start=0, info=None):
+    """Yield the video's frames as (H, W, 3) uint8 RGB arrays at exactly 25 fps, from frame `start` on.
+
+    start > 0 seeks (to a keyframe half a second early, then decodes forward), so
+    reading any stretch costs about its own length; `info` (from probe) saves a probe.
+    """
+    seek = None
+    if start > 0:
+        info = info or probe(path)
+        seek = info.start + start / FPS - 0.5
+    k, t0, prev, times = 0, None if seek is None else info.start, None, []
+    for t, frame in _times(path, seek):
         if prev is None:
-            t0 = t
+            t0 = t if t0 is None else t0
+            k = max(0, int((t - t0) * FPS))   # after a seek: the first grid frame this one can own
         else:
             # every output time before the midpoint of prev and this frame belongs to prev
             while t0 + k / FPS < (prev[0] + t) / 2:
-                yield prev[1]
+                if k >= start:
+                    yield prev[1]
                 k += 1
         prev = (t, frame.to_ndarray(format="rgb24"))
         times.append(t)
     if prev is None:
         raise UserError(f"{path}: the video stream has no frames")
-    n = max(1, round((times[-1] - t0 + _last_interval(times)) * FPS))
+    n = info.frames if info is not None else max(1, round((times[-1] - t0 + _last_interval(times)) * FPS))
     while k < n:
-        yield prev[1]
+        if k >= start:
+            yield prev[1]
         k += 1
 
 

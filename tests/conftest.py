@@ -22,3 +22,36 @@ def run_script(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, script, *args[1:]], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+TINY = ["--ae_channels=(8, 8, 16)", "--editor_channels=(16, 16)", "--batch_size=4", "--log_every=1",
+        "--eval_batches=1", "--threads=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 32 px SynthTalk set: 10 identities x 2 clips x 0.8 s."""
+    root = tmp_path_factory.mktemp("tiny") / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={root}", "--identities=10", "--clips_per_identity=2",
+                   "--seconds=0.8", "--resolution=32")
+    assert r.returncode == 0, r.stderr
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpts(tiny_data, tmp_path_factory):
+    """The whole FlashLips chain trained for a few steps by train.py: {stage: (checkpoint path, stdout)}."""
+    out = tmp_path_factory.mktemp("ckpts")
+    stages = [("ae", "", ["--max_steps=6", "--eval_every=3"]),
+              ("editor", "ae", ["--max_steps=4", "--eval_every=4"]),
+              ("refine", "editor", ["--max_steps=2", "--eval_every=2"]),
+              ("pose", "editor", ["--max_steps=2", "--eval_every=2", "--seq_len=10", "--pose_dim=32",
+                                  "--pose_layers=1"])]
+    done = {}
+    for model, init, extra in stages:
+        init_from = [f"--init_from={done[init][0]}"] if init else []
+        r = run_script("train.py", f"--model={model}", f"--data_dir={tiny_data}", f"--out_dir={out / model}",
+                       *init_from, *extra, *TINY)
+        assert r.returncode == 0, r.stderr
+        done[model] = (str(out / model / "ckpt.pt"), r.stdout)
+    return done

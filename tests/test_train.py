@@ -5,24 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import TINY, run_script
 from flashsync.autoencoder import AEConfig, Autoencoder
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.dataset import FrameSampler
 from flashsync.editor import Editor, EditorConfig, Refiner
-
-TINY = ["--ae_channels=(8, 8, 16)", "--editor_channels=(16, 16)", "--batch_size=4", "--log_every=1",
-        "--eval_batches=1", "--threads=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny") / "synth"
-    r = run_script("data.py", "synth", f"--out_dir={root}", "--identities=10", "--clips_per_identity=2",
-                   "--seconds=0.8", "--resolution=32")
-    assert r.returncode == 0, r.stderr
-    return str(root)
-
 
 def losses(path):
     return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "loss" in r}
@@ -65,35 +52,22 @@ def test_editor_residual_and_one_batch_overfit(tiny_data):
     assert torch.isfinite(loss) and stats["y"].shape == (4, 3, 32, 32)
 
 
-def test_train_stages_checkpoint_round_trip(tiny_data, tmp_path):
-    out = tmp_path / "ae"
-    r = run_script("train.py", "--model=ae", f"--data_dir={tiny_data}", f"--out_dir={out}", "--max_steps=6",
-                   "--eval_every=3", *TINY)
-    assert r.returncode == 0, r.stderr
-    assert "frames/s" in r.stdout and os.path.exists(out / "samples_000006.png")
-    ckpt = load_checkpoint(str(out / "ckpt.pt"), "ae")
+def test_train_stages_checkpoint_round_trip(tiny_data, tiny_ckpts, tmp_path):
+    path, stdout = tiny_ckpts["ae"]
+    assert "frames/s" in stdout and os.path.exists(os.path.join(os.path.dirname(path), "samples_000006.png"))
+    ckpt = load_checkpoint(path, "ae")
     assert ckpt["step"] == 6 and ckpt["config"]["resolution"] == 32
-    ae = load_model(str(out / "ckpt.pt"), "ae")
+    ae = load_model(path, "ae")
     for k, v in ae.state_dict().items():
         assert torch.equal(v, ckpt["ema"][k])
-    r = run_script("train.py", "--model=editor", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'ed'}",
-                   f"--init_from={out / 'ckpt.pt'}", "--max_steps=4", "--eval_every=4", *TINY)
-    assert r.returncode == 0, r.stderr
-    ed = load_model(str(tmp_path / "ed" / "ckpt.pt"), "editor")
+    ed = load_model(tiny_ckpts["editor"][0], "editor")
     assert torch.equal(ed.ae.state_dict()["decoder.0.weight"], ae.state_dict()["decoder.0.weight"])
-    r = run_script("train.py", "--model=refine", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'rf'}",
-                   f"--init_from={tmp_path / 'ed' / 'ckpt.pt'}", "--max_steps=2", "--eval_every=2", *TINY)
-    assert r.returncode == 0, r.stderr
-    assert isinstance(load_model(str(tmp_path / "rf" / "ckpt.pt"), "refine"), Refiner)
-    r = run_script("train.py", "--model=pose", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'pose'}",
-                   f"--init_from={tmp_path / 'ed' / 'ckpt.pt'}", "--max_steps=2", "--eval_every=2", "--seq_len=10",
-                   "--pose_dim=32", "--pose_layers=1", *TINY)
-    assert r.returncode == 0, r.stderr
-    pose = load_model(str(tmp_path / "pose" / "ckpt.pt"), "pose")
+    assert isinstance(load_model(tiny_ckpts["refine"][0], "refine"), Refiner)
+    pose = load_model(tiny_ckpts["pose"][0], "pose")
     assert pose.ready == 1 and (pose.flow.std != 1).all()       # pose statistics live in the checkpoint
     # the wrong kind of checkpoint is a clear error
     r = run_script("train.py", "--model=refine", f"--data_dir={tiny_data}", f"--out_dir={tmp_path / 'x'}",
-                   f"--init_from={out / 'ckpt.pt'}", *TINY)
+                   f"--init_from={path}", *TINY)
     assert r.returncode == 2 and "holds a 'ae' model, but a 'editor' model is needed" in r.stderr
     assert "Traceback" not in r.stderr
 

@@ -96,6 +96,12 @@ def test_variable_frame_rate_comes_out_at_25fps(tmp_path):
         t = k / 25
         nearest = int(np.argmin([abs(t - s) for s in times]))
         assert abs(v - nearest) <= 1
+    # reading from a frame index on (seeking, as sample.py does to play a video backwards) gives the same frames
+    info = probe(path)
+    for start in (1, 7, 24, 25, 49):
+        part = list(read_frames(path, start, info))
+        assert len(part) == 50 - start
+        assert all(np.array_equal(a, b) for a, b in zip(part, frames[start:]))
 
 
 def test_bad_video_inputs(tmp_path):
