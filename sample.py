@@ -68,8 +68,8 @@ def ping_pong(path, info, n_out, chunk=25):
         for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
             lo = max(1, hi - chunk + 1)
             part = list(itertools.islice(vid.read_frames(path, lo, info), hi - lo + 1))
-            for i, frame in reversed(list(enumerate(part, lo))):
-                yield i, frame
+            while part:                          # hand frames over one by one: one chunk in memory at most
+                yield lo + len(part) - 1, part.pop()
                 done += 1
 
 
@@ -156,10 +156,8 @@ def main():
     t0, done, report = time.time(), 0, Progress(n_out)
     with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
         source = itertools.islice(ping_pong(video, info, n_out), n_out)
-        while done < n_out:
+        while done < n_out:                           # ping_pong never runs dry
             chunk = [(frame, where(i, frame)) for i, frame in itertools.islice(source, batch)]
-            if not chunk:
-                break
             crops = np.stack([face.crop(f, b, res) for f, b in chunk])
             edited = lips.edit(crops, poses[done:done + len(chunk)]).numpy()
             for (frame, b), crop in zip(chunk, edited):
@@ -167,8 +165,6 @@ def main():
                 writer.write(np.concatenate([frame, result], 1) if compare else result)
             done += len(chunk)
             report(done)
-        while writer.frames < n_out:                  # a video that decoded short: hold its last frame
-            writer.write(np.concatenate([frame, result], 1) if compare else result)
     print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio "
           f"({time.time() - t0:.1f} s)")
 

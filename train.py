@@ -1,8 +1,10 @@
 """The one training loop for every flashsync model.
 
+    python train.py                                # the whole FlashLips demo: data, 4 stages, out/demo.mp4
     python train.py config/ae_synth.py             # autoencoder
     python train.py config/editor_synth.py         # masked FlashLips editor (needs the autoencoder)
     python train.py config/refine_synth.py         # mask-free self-refinement (needs the editor)
+    python train.py config/pose_synth.py           # audio -> lips poses (needs the editor)
     torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
 
 nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
@@ -83,7 +85,77 @@ def grid(net, batch):
     return rows.numpy()
 
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEMO_STAGES = ("ae", "editor", "refine", "pose")
+
+
+def demo():
+    """`python train.py` alone: SynthTalk data if missing, the four FlashLips stages with their
+    config/<stage>_synth.py (finished stages are kept, interrupted ones resumed), then
+    out/demo.mp4 (a held-out face dubbed with another clip's speech, beside its source) and
+    its sync numbers. About 13 minutes on 2 CPU cores."""
+    import subprocess
+    import sys
+
+    def run(script, *args):
+        """python script args (a file beside train.py, or -m module), stopping the demo if it fails."""
+        cmd = [sys.executable, *(["-m", script[3:]] if script.startswith("-m ") else [os.path.join(ROOT, script)])]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if subprocess.run(cmd + list(args), env=env).returncode:
+            raise UserError(f"the demo stopped: python {script} {' '.join(args)} failed; fix it and run "
+                            f"python train.py again (finished stages are kept)")
+
+    t0 = time.time()
+    if not os.path.exists("data/synth/index.json"):
+        print("== SynthTalk data (data/synth)", flush=True)
+        run("data.py", "synth", "--out_dir=data/synth")
+    retrain = False                       # once a stage is (re)trained, every later stage must be too
+    for stage in DEMO_STAGES:
+        cfg_path = os.path.join(ROOT, "config", f"{stage}_synth.py")
+        cfg = {}
+        exec(open(cfg_path).read(), {}, cfg)
+        ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+        done = load_checkpoint(ckpt_path, stage)["step"] if os.path.exists(ckpt_path) and not retrain else -1
+        if done >= cfg["max_steps"]:
+            print(f"== {stage}: {ckpt_path} is trained ({done} steps), kept", flush=True)
+            continue
+        print(f"== {stage}: python train.py config/{stage}_synth.py{' --resume' if done >= 0 else ''}", flush=True)
+        run("train.py", cfg_path, *(["--resume"] if done >= 0 else []))
+        retrain = True
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min; dubbing a held-out face", flush=True)
+    demo_video(run)
+    print(f"== demo done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def demo_video(run):
+    """out/demo.mp4: test identity 9 (rendered at 256 px) speaking test identity 19's words."""
+    import numpy as np
+    from flashsync import synth
+    from flashsync.audio import save_audio
+    from flashsync.video import VideoWriter, read_frames
+    src = synth.make_clip(9, 0, seconds=6.0, res=256)
+    drv = synth.make_clip(19, 1, seconds=6.0, res=64)
+    with VideoWriter("out/demo_source.mp4", 256, 256, audio=src["audio"]) as w:
+        for frame in src["video"]:
+            w.write(frame)
+    save_audio("out/demo_speech.wav", drv["audio"])
+    run("sample.py", "--video=out/demo_source.mp4", "--audio=out/demo_speech.wav", "--out=out/demo.mp4", "--compare")
+    out = np.stack([f[:, 256:] for f in read_frames("out/demo.mp4")])
+    opening = synth.read_mouth(out)["open"]
+    n = min(len(opening), len(drv["gt"]["open"]))
+    r = lambda gt: float(np.corrcoef(opening[:n], np.asarray(gt)[:n])[0, 1])
+    print(f"out/demo.mp4: mouth opening (analytic reader) vs the driving clip's truth r = {r(drv['gt']['open']):.3f}, "
+          f"vs the source video's r = {r(src['gt']['open']):.3f}", flush=True)
+    print("== python -m flashsync.eval --refine=out/refine/ckpt.pt --pose=out/pose/ckpt.pt "
+          "(10 test identities, each driven by another's speech and by silence)", flush=True)
+    run("-m flashsync.eval", "--refine=out/refine/ckpt.pt", "--pose=out/pose/ckpt.pt",
+        "--out=out/demo_eval.json")
+
+
 def main():
+    import sys
+    if len(sys.argv) == 1:
+        return demo()
     args = configure(globals())
     if args:
         raise UserError(f"unexpected arguments {' '.join(args)} (config files end in .py; options are --key=value)")

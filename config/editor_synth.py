@@ -1,10 +1,10 @@
-# Masked FlashLips editor on SynthTalk 64x64, ~8 min on 2 CPU cores. Needs the autoencoder.
+# Masked FlashLips editor on SynthTalk 64x64, ~4.5 min on 2 CPU cores. Needs the autoencoder.
 # python train.py config/editor_synth.py   (refs, lips_dim, lips_noise, editor_channels: train.py defaults)
 model = "editor"
 data_dir = "data/synth"
 out_dir = "out/editor"
 init_from = "out/ae/ckpt.pt"
-max_steps = 2500
+max_steps = 1500
 lr = 1e-3
 eval_every = 500
 ema = 0.995

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from flashsync.config import configure
@@ -43,3 +45,25 @@ def test_config_file_unknown_key_and_type(tmp_path):
         configure(scope(), [str(bad)])
     with pytest.raises(UserError, match="cannot read config file"):
         configure(scope(), [str(tmp_path / "missing.py")])
+
+
+def test_every_shipped_config_applies_to_its_script():
+    import glob
+    import importlib.util
+    from conftest import ROOT
+
+    def defaults(script):
+        spec = importlib.util.spec_from_file_location(script[:-3] + "_defaults", os.path.join(ROOT, script))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)                      # scripts only run main() as __main__
+        return {k: v for k, v in vars(mod).items() if not k.startswith("__")}
+
+    scripts = {"train.py": defaults("train.py"), "data.py": defaults("data.py")}
+    files = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+    assert len(files) >= 9
+    for path in files:
+        script = "data.py" if os.path.basename(path).startswith("synth") else "train.py"
+        scope = dict(scripts[script])
+        assert configure(scope, [path]) == []             # unknown keys or wrong types would raise
+        if script == "train.py":
+            assert scope["model"] in ("ae", "editor", "refine", "pose") and scope["out_dir"].startswith("out/")
