@@ -33,6 +33,10 @@ box = ""                     # x,y,w,h face box in the first frame (pixels)
 boxes = ""                   # or a text file with one box per frame (from any detector)
 audio = ""                   # speech to use instead of the video's own audio track
 split = "train"              # split the clips of real videos go to
+# sync
+syncnet = "out/syncnet/ckpt.pt"
+fix = False                  # shift the audio of clips found out of sync
+min_confidence = 0.1         # LSE-C below this: the offset is a guess, leave the clip alone
 # -----------------------------------------------------------------------------
 
 
@@ -110,14 +114,42 @@ def make_video(root, paths):
     write_index(root, clips, resolution)
 
 
+def check_sync(root):
+    """Print each clip's offset, LSE-D and LSE-C; with --fix, shift confident offsets into sync."""
+    from flashsync.audio import save_audio
+    from flashsync.checkpoint import load_model
+    from flashsync.dataset import dump_json, load_clip, read_index
+    from flashsync.syncnet import lse, shift_audio
+    expert = load_model(syncnet, "syncnet")
+    print("| clip | offset (frames, + = audio late) | LSE-D | LSE-C | action |")
+    print("|---|---|---|---|---|")
+    for c in read_index(root)["clips"]:
+        frames, audio, meta, _ = load_clip(root, c["name"])
+        r = lse(expert, np.asarray(frames), np.asarray(audio))
+        action = "in sync"
+        if r["offset"] != 0 and r["lse_c"] < min_confidence:
+            action = "unsure, left alone"
+        elif r["offset"] != 0 and fix:
+            d = os.path.join(root, "clips", c["name"])
+            save_audio(os.path.join(d, "audio.wav"), shift_audio(np.asarray(audio), -r["offset"]))
+            dump_json(os.path.join(d, "meta.json"), dict(meta, audio_shift=meta.get("audio_shift", 0) - r["offset"]))
+            action = f"audio moved {-r['offset']:+d} frames"
+        elif r["offset"] != 0:
+            action = "out of sync (--fix shifts it)"
+        print(f"| {c['name']} | {r['offset']:+d} | {r['lse_d']:.3f} | {r['lse_c']:.3f} | {action} |", flush=True)
+
+
 def main():
     args = configure(globals())
-    if not args or args[0] not in ("synth", "video"):
-        raise UserError("usage: python data.py synth [--key=value ...] | python data.py video PATH... --box x,y,w,h")
+    if not args or args[0] not in ("synth", "video", "sync"):
+        raise UserError("usage: python data.py synth [--key=value ...] | python data.py video PATH... --box x,y,w,h"
+                        " | python data.py sync [DIR] [--fix]")
     if args[0] == "synth":
         make_synth(out_dir or "data/synth")
-    else:
+    elif args[0] == "video":
         make_video(out_dir or "data/video", args[1:])
+    else:
+        check_sync(args[1] if len(args) > 1 else "data/video")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     python train.py config/editor_synth.py         # masked FlashLips editor (needs the autoencoder)
     python train.py config/refine_synth.py         # mask-free self-refinement (needs the editor)
     python train.py config/pose_synth.py           # audio -> lips poses (needs the editor)
+    python train.py config/syncnet_synth.py        # the lip-sync expert for the metrics
     torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
 
 nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
@@ -28,7 +29,7 @@ from flashsync.util import UserError, atomic_path, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
-model = "ae"                      # ae | editor | refine | pose
+model = "ae"                      # ae | editor | refine | pose | syncnet
 data_dir = "data/synth"
 out_dir = "out/ae"
 init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
@@ -184,7 +185,8 @@ def main():
     from flashsync.dataset import FrameSampler, read_index
     index = read_index(data_dir)
     cfg["resolution"] = index["resolution"]
-    length = seq_len if model == "pose" else 1
+    from flashsync.syncnet import CONTEXT, MAX_OFFSET
+    length = {"pose": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1}.get(model, 1)
     train_data = FrameSampler(data_dir, "train", refs=refs, length=length)
     val_data = FrameSampler(data_dir, "val", refs=refs, length=length)
     gen = torch.Generator().manual_seed(seed * 1000 + rank)     # the data position: saved and restored
@@ -193,7 +195,7 @@ def main():
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     state = load_checkpoint(ckpt_path, model) if resume else None
     init = None
-    if model != "ae":
+    if model not in ("ae", "syncnet"):                 # these two build on nothing
         init = state["init"] if state else (slim(load_checkpoint(init_from, "ae" if model == "editor" else "editor"))
                                             if init_from else None)
     net = build(model, state["config"] if state else cfg, init).to(dev)
@@ -237,7 +239,7 @@ def main():
                 b = to_dev(val_data.batch(batch_size, g))
                 first = first if first is not None else b
                 losses.append(float(net.loss(b)[0]))
-            image = grid(net, first) if model != "pose" else None
+            image = grid(net, first) if model not in ("pose", "syncnet") else None
         net.load_state_dict(live)
         net.train()
         return sum(losses) / len(losses), image

@@ -1,6 +1,6 @@
 """Checkpoints: load safely (weights_only=True) and rebuild any trained flashsync model.
 
-A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine),
+A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine | pose | syncnet),
 config (the train.py settings it was trained with), init (the slimmed checkpoint
 it was built on, e.g. the frozen autoencoder inside an editor), model, ema,
 optimizer, step, data (the sampler's random state). Written atomically by train.py.
@@ -57,7 +57,10 @@ def build(kind, cfg, init):
         editor.load_state_dict(init["ema"])
         return PoseModel(PoseConfig(dim=cfg["pose_dim"], flow_layers=cfg["pose_layers"], refs=cfg["refs"],
                                     lips_dim=cfg["lips_dim"]), editor.lips)
-    raise UserError(f"unknown model {kind!r}: use ae, editor, refine or pose")
+    if kind == "syncnet":
+        from flashsync.syncnet import SyncConfig, SyncNet
+        return SyncNet(SyncConfig())
+    raise UserError(f"unknown model {kind!r}: use ae, editor, refine, pose or syncnet")
 
 
 def load_model(path, kind=None):

@@ -26,7 +26,8 @@ from flashsync.util import UserError, atomic_path
 FORMAT, VERSION = "flashsync-clips", 1
 
 
-def _dump_json(path, obj):
+def dump_json(path, obj):
+    """Write JSON atomically (compact)."""
     with atomic_path(path, suffix=".json") as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, separators=(",", ":"))
@@ -53,7 +54,7 @@ def write_clip(root, name, frames, audio, meta, occluder=None):
         save_audio(os.path.join(tmp, "audio.wav"), torch.as_tensor(audio))
         if occluder is not None and occluder.any():
             np.save(os.path.join(tmp, "occluder.npy"), occluder.astype(bool))
-        _dump_json(os.path.join(tmp, "meta.json"), _jsonable(dict(meta, frames=t, fps=FPS, sample_rate=SR)))
+        dump_json(os.path.join(tmp, "meta.json"), _jsonable(dict(meta, frames=t, fps=FPS, sample_rate=SR)))
 
 
 def read_index(root):
@@ -77,7 +78,7 @@ def write_index(root, clips, resolution):
             raise UserError(f"{root} holds {index['resolution']}px crops, not {resolution}px; use another --out_dir")
         old = {c["name"]: c for c in index["clips"]}
     old.update({c["name"]: c for c in clips})
-    _dump_json(os.path.join(root, "index.json"), dict(format=FORMAT, version=VERSION, resolution=resolution,
+    dump_json(os.path.join(root, "index.json"), dict(format=FORMAT, version=VERSION, resolution=resolution,
                                                       fps=FPS, sample_rate=SR, clips=sorted(old.values(), key=lambda c: c["name"])))
 
 

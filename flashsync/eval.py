@@ -13,18 +13,22 @@ FlashLips stage 1 (the editor driven by a donor's lips vector):
                  mean colour vs the AE reconstruction (identity must not travel in the vector)
 """
 import json
+import os
+import time
 
 import numpy as np
 import torch
 
-from flashsync import face, synth
+from flashsync import FPS, face, metrics, synth
 from flashsync.autoencoder import psnr
-from flashsync.checkpoint import load_model
+from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.config import configure
 from flashsync.dataset import load_clip, read_index
 from flashsync.lipsync import LipSync
 from flashsync.nn import to_float, to_uint8
-from flashsync.util import UserError, run_main
+from flashsync.speech import PHONEMES
+from flashsync.syncnet import MAX_OFFSET, embed_frames, embed_speech, lipscore, lse, offset_distances, shift_audio
+from flashsync.util import UserError, atomic_path, run_main
 
 
 def test_clips(data_dir):
@@ -97,71 +101,222 @@ def ae_report(ae, data_dir, n=500):
     return dict(ae_psnr=float(psnr(ae.decode(ae.encode(x)), x).mean()))
 
 
-def flashlips_report(lips, data_dir, steps=6, lookahead=-1, seed=0):
-    """Audio-driven FlashLips (a LipSync, exactly as sample.py runs it) on test identities: each source
-    clip is driven by the audio of another identity's clip (cross-sync) and by silence (LipLeak)."""
-    groups = test_clips(data_dir)
-    ids = sorted(groups)
-    read, drive_open, src_open, leak = [], [], [], []
-    for i, ident in enumerate(ids):
-        src, smeta, _ = groups[ident][0]
-        drv, dmeta, daudio = groups[ids[(i + 1) % len(ids)]][0]
-        t = min(len(src), len(drv))
-        frames = torch.from_numpy(np.array(src[:t]))
-        lips.set_reference(frames[torch.linspace(0, t - 1, 4).long()])
-        for audio, sink in ((torch.from_numpy(daudio[:t * 640]), read), (torch.zeros(t * 640), leak)):
-            p = lips.poses(audio, steps, seed + i, lookahead)
-            sink.append(synth.read_mouth(lips.edit(frames, p).numpy())["open"])
-        drive_open.append(np.asarray(dmeta["gt"]["open"][:t]))
-        src_open.append(np.asarray(smeta["gt"]["open"][:t]))
-    r = np.concatenate(read)
-    return dict(r_driving=float(np.corrcoef(r, np.concatenate(drive_open))[0, 1]),
-                r_source=float(np.corrcoef(r, np.concatenate(src_open))[0, 1]),
-                lipleak=float((np.concatenate(leak) > synth.OPEN_THRESHOLD).mean()))
+# ----------------------------------------------------------------------------- the suite
+
+def load_test(data_dir):
+    """The test clips, sorted by name: dicts of name, frames, audio, gt, meta, occluder (or None)."""
+    out = []
+    for c in sorted(read_index(data_dir)["clips"], key=lambda c: c["name"]):
+        if c["split"] == "test":
+            frames, audio, meta, occ = load_clip(data_dir, c["name"])
+            out.append(dict(name=c["name"], frames=np.array(frames), audio=np.array(audio), gt=meta.get("gt"),
+                            meta=meta, occluder=None if occ is None else np.asarray(occ)))
+    if not out:
+        raise UserError(f"{data_dir} has no test clips")
+    if any(c["gt"] is None for c in out):
+        raise UserError(f"{data_dir} is not SynthTalk (no ground truth): the suite needs python data.py synth")
+    return out
+
+
+def driver_of(clips, i):
+    """The clip whose speech drives clip i: the next one (cyclically) of another identity."""
+    ident = clips[i]["meta"]["identity"]
+    for k in range(1, len(clips)):
+        j = (i + k) % len(clips)
+        if clips[j]["meta"]["identity"] != ident:
+            return j
+    raise UserError("the test split needs at least two identities")
+
+
+def oracle(clip, mouth):
+    """Ground truth for an edit: the clip's person, head motion and occluder with another mouth track
+    (dict of open, width, round, teeth; None: its own) -> uint8 frames as long as the mouth track."""
+    m, gt = clip["meta"], clip["gt"]
+    n = len(gt["open"])                                   # render the whole clip: the occluder's path depends on it
+    k = n if mouth is None else len(mouth["open"])
+    full = None if mouth is None else {key: np.concatenate([mouth[key], np.asarray(gt[key])[k:]]) for key in mouth}
+    out = synth.make_clip(m["identity"], m["seed"], seconds=n / FPS, res=m["resolution"],
+                          occluder=m["occluder"] is not None, nsv=m.get("nsv", 0.3), mouth=full)
+    return out["video"][:k]
+
+
+def silent_mouth(n):
+    """The mouth at rest, as speech.py draws pauses, for n frames."""
+    return {k: np.full(n, v, np.float32) for k, v in zip(("open", "width", "round", "teeth"),
+                                                         np.clip(PHONEMES["sil"][1], 0, 1))}
+
+
+def flashlips(lips, steps=6, lookahead=-1):
+    """A FlashLips method for the suite: (clip, audio, mouth) -> frames, exactly as sample.py computes them."""
+    def run(clip, audio, mouth, seed):
+        frames = torch.from_numpy(clip["frames"])
+        lips.set_reference(frames[torch.linspace(0, len(frames) - 1, 4).long()])
+        p = lips.poses(torch.as_tensor(audio), steps, seed, lookahead)[:len(frames)]
+        return np.concatenate([lips.edit(frames[i:i + 64], p[i:i + 64]).numpy() for i in range(0, len(frames), 64)])
+    return run
+
+
+METHODS_FIXED = {
+    "copy": lambda clip, audio, mouth, seed: clip["frames"],           # the source, untouched: leakage's upper bound
+    "oracle": lambda clip, audio, mouth, seed: oracle(clip, mouth),    # the truth: the best any method can do
+}
+
+
+def suite(methods, clips, expert=None):
+    """Every metric of DESIGN.md §5 for each method -> {method: {metric: value}}."""
+    for c in clips[:3]:             # the oracle must re-render the stored clips exactly, or it is no oracle
+        if not np.array_equal(oracle(c, None), c["frames"]):
+            raise UserError(f"{c['name']}: cannot re-render this SynthTalk clip exactly (made by another version?)")
+    rows = {}
+    for name, method in methods.items():
+        acc = {k: [] for k in ("psnr", "ssim", "mouth_psnr", "id_psnr", "flicker", "occ_psnr", "lse_d", "lse_c",
+                               "lipscore")}
+        own, own_gt, cross, cross_drv, cross_src, silent = [], [], [], [], [], []
+        for i, clip in enumerate(clips):
+            t0 = time.time()
+            frames, gt = clip["frames"], clip["gt"]
+            drv = clips[driver_of(clips, i)]
+            n = min(len(frames), len(drv["frames"]))
+            sub = dict(clip, frames=frames[:n], occluder=None if clip["occluder"] is None else clip["occluder"][:n])
+            # reconstruction: driven by its own speech
+            out = method(clip, clip["audio"], None, i)
+            acc["psnr"].append(metrics.psnr(out, frames))
+            acc["ssim"].append(metrics.ssim(out, frames))
+            acc["mouth_psnr"].append(metrics.region_psnr(out, frames, face.MOUTH))
+            own.append(metrics.opening(out))
+            own_gt.append(np.asarray(gt["open"]))
+            # cross-sync: driven by another identity's speech
+            audio = drv["audio"][:n * 640]
+            mouth = {k: np.asarray(drv["gt"][k])[:n] for k in ("open", "width", "round", "teeth")}
+            out = method(sub, audio, mouth, i)
+            cross.append(metrics.opening(out))
+            cross_drv.append(mouth["open"])
+            cross_src.append(np.asarray(gt["open"])[:n])
+            acc["id_psnr"].append(metrics.region_psnr(out, frames[:n], face.LOWER_FACE, inside=False))
+            acc["flicker"].append(metrics.flicker(out, frames[:n]))
+            if sub["occluder"] is not None and sub["occluder"].any():
+                acc["occ_psnr"].append(metrics.psnr(out, frames[:n], sub["occluder"]))
+            if expert is not None:
+                r = lse(expert, out, audio)
+                acc["lse_d"].append(r["lse_d"])
+                acc["lse_c"].append(r["lse_c"])
+                acc["lipscore"].append(lipscore(expert, out, oracle(sub, mouth)))
+            # LipLeak: driven by silence
+            silent.append(method(clip, np.zeros(len(frames) * 640, np.float32), silent_mouth(len(frames)), i))
+        row = {k: float(np.mean(v)) for k, v in acc.items() if v}
+        row.update(recon_r=metrics.pearson(np.concatenate(own), np.concatenate(own_gt)),
+                   r_driving=metrics.pearson(np.concatenate(cross), np.concatenate(cross_drv)),
+                   r_source=metrics.pearson(np.concatenate(cross), np.concatenate(cross_src)),
+                   lipleak=metrics.lipleak(np.concatenate(silent)))
+        rows[name] = row
+    return rows
+
+
+def expert_report(expert, clips, offsets=range(-10, 11)):
+    """How well the sync expert works: offsets recovered on shifted test clips, real vs swapped LSE-C."""
+    hits, total, wins, pairs = 0, 0, 0, 0
+    for i, clip in enumerate(clips):
+        frames, audio = clip["frames"], clip["audio"]
+        v = embed_frames(expert, frames)
+        for k in offsets:                                   # audio made k frames late (k < 0: early)
+            shifted = shift_audio(audio, k)
+            d = offset_distances(v, embed_speech(expert, shifted, len(frames)))
+            hits += abs(int(d.argmin()) - MAX_OFFSET - k) <= 1
+            total += 1
+        drv = clips[driver_of(clips, i)]
+        n = min(len(frames), len(drv["frames"]))
+        real = lse(expert, frames[:n], audio[:n * 640])["lse_c"]
+        swapped = lse(expert, frames[:n], drv["audio"][:n * 640])["lse_c"]
+        wins += real > swapped
+        pairs += 1
+    return dict(offset_within_1=hits / total, offsets_tested=total, lse_c_real_beats_swapped=wins / pairs,
+                pairs=pairs)
 
 
 # -----------------------------------------------------------------------------
 data_dir = "data/synth"
-ae = ""
-editor = ""
-refine = ""
-pose = ""
+ckpt = ""                # comma-separated checkpoints of any kind; empty: the demo's, those of out/ that exist
+syncnet = ""             # the sync expert (empty: out/syncnet/ckpt.pt if it exists)
 steps = 6                # Euler steps of the pose sampler
-lookahead = 2            # streaming lookahead in frames, evaluated beside offline (-1: offline only)
-pairs = 200
-out = ""                 # optional JSON file for the numbers
+lookahead = 2            # streaming lookahead in frames, a row beside offline (-1: offline only)
+pairs = 200              # source/donor pairs for the stage-1 editor rows
+out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
+DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt")
+
+
+def table(rows, keys):
+    """A markdown table: one row per entry of `rows`, one column per key."""
+    cell = lambda v: "" if v is None else ("inf" if v == float("inf") else f"{v:.3f}")
+    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(r.get(k)) for k in keys) + " |" for name, r in rows.items()]
+    return "\n".join(lines)
 
 
 def main():
     configure(globals())
     torch.manual_seed(0)
-    rows = {}
-    if ae:
-        rows["autoencoder"] = ae_report(load_model(ae, "ae"), data_dir)
-    if editor:
-        ed = load_model(editor, "editor")
-        rows["editor (masked)"] = editor_report(ed, ed.ae, data_dir, pairs)
-    if refine:
-        rf = load_model(refine, "refine")
-        rows["editor (mask-free)"] = editor_report(rf, rf.teacher.ae, data_dir, pairs)
-    if pose:
-        if not (refine or editor):
-            raise UserError("--pose needs an editor to drive: give --refine (mask-free) or --editor")
-        lips = LipSync.load(refine or editor, pose)
-        for la in sorted({-1, lookahead}):
-            name = "FlashLips (offline)" if la < 0 else f"FlashLips (streaming, lookahead {la})"
-            rows[name] = flashlips_report(lips, data_dir, steps, la)
-    if not rows:
-        raise UserError("nothing to evaluate: give --ae, --editor and/or --refine checkpoints")
-    keys = sorted({k for r in rows.values() for k in r})
-    print("| model | " + " | ".join(keys) + " |")
-    print("|---" * (len(keys) + 1) + "|")
-    for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" if k in r else "" for k in keys) + " |")
+    paths = [p for p in ckpt.split(",") if p] or [p for p in DEMO if os.path.exists(p)]
+    expert_path = syncnet or ("out/syncnet/ckpt.pt" if os.path.exists("out/syncnet/ckpt.pt") else "")
+    if not paths and not expert_path:
+        raise UserError("nothing to evaluate: train the demo (python train.py) or give --ckpt=a.pt,b.pt")
+    kinds = {p: load_checkpoint(p)["kind"] for p in paths}
+    if expert_path:
+        kinds[expert_path] = load_checkpoint(expert_path, "syncnet")["kind"]
+    t0 = time.time()
+    stage1, result = {}, {}
+    editors = [p for p in paths if kinds[p] in ("refine", "editor")]
+    for p in paths:
+        if kinds[p] == "ae":
+            stage1[f"autoencoder ({p})"] = ae_report(load_model(p, "ae"), data_dir)
+        elif kinds[p] in ("editor", "refine"):
+            net = load_model(p)
+            ae = net.ae if kinds[p] == "editor" else net.teacher.ae
+            stage1[f"editor {'(masked)' if kinds[p] == 'editor' else '(mask-free)'} ({p})"] = \
+                editor_report(net, ae, data_dir, pairs)
+    if stage1:
+        result["stage1"] = stage1
+        print("FlashLips stage 1 (editor driven by donor lips vectors):")
+        print(table(stage1, sorted({k for r in stage1.values() for k in r})))
+    clips = load_test(data_dir)
+    expert = load_model(expert_path, "syncnet") if expert_path else None
+    methods = {}
+    for p in (p for p in paths if kinds[p] == "pose"):
+        lips = _pair(p, sorted(editors, key=lambda e: kinds[e] != "refine"))
+        tag = "" if len([q for q in paths if kinds[q] == "pose"]) == 1 else f" [{p}]"
+        methods[f"FlashLips offline{tag}"] = flashlips(lips, steps, -1)
+        if lookahead >= 0:
+            methods[f"FlashLips streaming ({lookahead * 40 + 80} ms){tag}"] = flashlips(lips, steps, lookahead)
+    methods.update(METHODS_FIXED)
+    rows = suite(methods, clips, expert)
+    result["suite"] = rows
+    keys = ["psnr", "ssim", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c",
+            "lipscore", "id_psnr", "flicker", "occ_psnr"]
+    print(f"\nSynthTalk test set: {len(clips)} clips, each driven by its own speech, by another identity's "
+          f"and by silence{'' if expert else ' (no sync expert: train one with python train.py config/syncnet_synth.py)'}:")
+    print(table(rows, [k for k in keys if any(k in r for r in rows.values())]))
+    if expert is not None:
+        result["expert"] = expert_report(expert, clips)
+        e = result["expert"]
+        print(f"\nsync expert ({expert_path}): offset within 1 frame on {100 * e['offset_within_1']:.1f} % of "
+              f"{e['offsets_tested']} shifted clips (-10..10 frames); LSE-C of real pairs beats audio-swapped on "
+              f"{100 * e['lse_c_real_beats_swapped']:.1f} % of {e['pairs']} pairs")
+    print(f"\n({time.time() - t0:.0f} s)")
     if out:
-        with open(out, "w") as f:
-            json.dump(rows, f, indent=1)
+        with atomic_path(out, suffix=".json") as tmp:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=1)
+        print(f"wrote {out}")
+
+
+def _pair(pose_path, editors):
+    """A LipSync of the pose model and the first editor whose lips encoder it was trained on."""
+    for e in editors:
+        try:
+            return LipSync.load(e, pose_path)
+        except UserError:
+            continue
+    raise UserError(f"{pose_path}: give the editor it was trained on in --ckpt (e.g. out/refine/ckpt.pt)")
 
 
 if __name__ == "__main__":

@@ -308,13 +308,15 @@ def _occluder(occ, x, y, res, ident):
 # ----------------------------------------------------------------------------- clips
 
 def make_clip(identity, seed, seconds=6.0, res=64, occluder=False, nsv=0.3, offset=0,
-              valence=None, arousal=None, motion=True):
+              valence=None, arousal=None, motion=True, mouth=None):
     """One SynthTalk clip. Returns a dict:
 
     video (T, res, res, 3) uint8; audio (T*640,) float32 at 16 kHz; occluder (T, res, res)
     bool; gt: per-frame arrays (phoneme, label, open, width, round, teeth, smile,
     valence, arousal, tx, ty, rot, scale, lid, lower_face_box (T, 4), mouth_box (T, 4));
-    meta: identity, seed, split, offset (audio delayed by `offset` frames), occluder kind.
+    meta: identity, seed, split, offset (audio delayed by `offset` frames), occluder kind, nsv.
+    mouth: optional dict of open, width, round, teeth tracks (T,) that replace the speech's: the
+    same person, head motion and occluder saying something else (the evaluation's oracle).
     """
     ident = Identity.sample(identity)
     rng = np.random.default_rng([identity, seed, 104729])
@@ -323,15 +325,17 @@ def make_clip(identity, seed, seconds=6.0, res=64, occluder=False, nsv=0.3, offs
     aro_at = lambda t: float(emo[min(int(t * FPS), n - 1), 1])
     segs = speech.timeline(rng, n / FPS + 0.5, aro_at, nsv=nsv)
     phoneme, label = speech.frame_labels(segs, n)
-    mouth = speech.mouth_track(segs, n)
+    shape = speech.mouth_track(segs, n)                 # (T, 4) open, width, round, teeth
     head = head_track(rng, n, emo[:, 1], label)
     if not motion:
         head[:] = (0, 0, 0, 1)
     laugh = (label == speech.LAUGH).astype(np.float32)
-    gt = dict(phoneme=phoneme, label=label, open=mouth[:, 0], width=mouth[:, 1], round=mouth[:, 2],
-              teeth=mouth[:, 3], smile=np.clip(0.8 * emo[:, 0] + 0.8 * laugh, -1, 1).astype(np.float32),
+    gt = dict(phoneme=phoneme, label=label, open=shape[:, 0], width=shape[:, 1], round=shape[:, 2],
+              teeth=shape[:, 3], smile=np.clip(0.8 * emo[:, 0] + 0.8 * laugh, -1, 1).astype(np.float32),
               valence=emo[:, 0], arousal=emo[:, 1], tx=head[:, 0], ty=head[:, 1], rot=head[:, 2],
               scale=head[:, 3], lid=lid_track(rng, n, label))
+    if mouth is not None:
+        gt.update({k: np.asarray(mouth[k], dtype=np.float32)[:n] for k in ("open", "width", "round", "teeth")})
     audio = speech.synthesize(rng, segs, n * SAMPLES_PER_FRAME, ident.pitch, ident.formant_scale, aro_at)
     if offset:
         shift = offset * SAMPLES_PER_FRAME                      # > 0: audio lags the video
@@ -354,7 +358,7 @@ def make_clip(identity, seed, seconds=6.0, res=64, occluder=False, nsv=0.3, offs
     mask = torch.cat([ch[1] for ch in chunks]).numpy()
     gt["lower_face_box"], gt["mouth_box"] = _boxes(ident, gt, res)
     meta = dict(identity=identity, seed=seed, split=split_of(identity), offset=offset,
-                occluder=None if occ is None else occ["kind"], resolution=res)
+                occluder=None if occ is None else occ["kind"], resolution=res, nsv=nsv)
     return dict(video=video, audio=audio.numpy(), occluder=mask, gt=gt, meta=meta)
 
 

@@ -1,0 +1,133 @@
+import math
+
+import numpy as np
+import torch
+
+from flashsync import metrics, synth
+from flashsync.audio import SILENCE
+from flashsync.syncnet import MAX_OFFSET, lse, offset_distances, shift_audio
+
+
+def test_psnr_ssim_pearson_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    assert metrics.psnr(a, a) == math.inf
+    assert abs(metrics.ssim(a, a) - 1) < 1e-6
+    b = a.astype(int) + 1
+    b[b > 255] = 254
+    assert abs(metrics.psnr(a, b.astype(np.uint8)) - 10 * math.log10(255 ** 2)) < 1e-3   # |diff| = 1: 48.13 dB
+    assert metrics.psnr(np.zeros_like(a), np.full_like(a, 255)) == 0.0
+    # a region: only the pixels inside count
+    c = a.copy()
+    c[:, :8] = 0
+    assert metrics.psnr(a, c, np.r_[np.zeros(8), np.ones(8)][:, None] * np.ones(16)) == math.inf
+    x = rng.normal(size=50)
+    assert abs(metrics.pearson(x, x) - 1) < 1e-12 and abs(metrics.pearson(x, -x) + 1) < 1e-12
+    assert metrics.flicker(a, a) == 1.0
+
+
+def test_lipleak_all_closed_and_all_open():
+    n = 20
+    closed = synth.make_clip(9, 0, seconds=n / 25, mouth=dict(open=np.zeros(n), width=np.full(n, 0.5),
+                                                              round=np.zeros(n), teeth=np.zeros(n)))["video"]
+    wide = synth.make_clip(9, 0, seconds=n / 25, mouth=dict(open=np.ones(n), width=np.full(n, 0.6),
+                                                            round=np.zeros(n), teeth=np.zeros(n)))["video"]
+    assert metrics.lipleak(closed) == 0.0
+    assert metrics.lipleak(wide) == 1.0
+
+
+def test_offset_distances_find_a_known_shift():
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(100, 8), dim=-1)
+    for k in (-7, 0, 4, 15):
+        a = torch.roll(v, k, 0)                  # a_{t+k} = v_t: the audio is k frames late
+        d = offset_distances(v, a)
+        assert int(d.argmin()) - MAX_OFFSET == k and float(d.min()) < 1e-6
+
+
+class Threshold(torch.nn.Module):
+    """A hand-made 'expert': the lower face is bright <-> the frame's audio is loud."""
+
+    def embed_visual(self, frames):                      # (B, 5, R, R, 3) -> (B, 2)
+        on = (frames[:, 2, -8:].float().mean((1, 2, 3)) > 128).float()
+        return torch.stack([on, 1 - on], -1)
+
+    def embed_audio(self, windows):                      # (B, 20, 80): frames 8..11 are the frame's own
+        on = (windows[:, 8:12].mean((1, 2)) > SILENCE / 2).float()
+        return torch.stack([on, 1 - on], -1)
+
+
+def test_lse_finds_the_offset_of_a_shifted_clip():
+    rng = np.random.default_rng(1)
+    n = 120
+    bits = rng.integers(0, 2, n)
+    frames = np.zeros((n, 32, 32, 3), np.uint8)
+    frames[bits == 1] = 255
+    t = np.arange(n * 640) / 16000
+    audio = (0.5 * np.sin(2 * np.pi * 700 * t) * np.repeat(bits, 640)).astype(np.float32)
+    expert = Threshold()
+    assert lse(expert, frames, audio)["offset"] == 0
+    for k in (-10, -3, 2, 9):
+        r = lse(expert, frames, shift_audio(audio, k))
+        assert r["offset"] == k and r["lse_c"] > 0.25
+    # another clip's audio: no clear peak
+    other = lse(expert, frames, shift_audio(audio, 0)[::-1].copy())
+    assert other["lse_c"] < lse(expert, frames, audio)["lse_c"]
+
+
+def test_sync_expert_learns_offsets_of_unseen_identities(tmp_path):
+    from conftest import run_script
+    from flashsync.dataset import FrameSampler, load_clip, read_index
+    from flashsync.syncnet import SyncConfig, SyncNet
+    root = tmp_path / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={root}", "--identities=10", "--clips_per_identity=2",
+                   "--seconds=1.6", "--resolution=32")
+    assert r.returncode == 0, r.stderr
+    torch.manual_seed(0)
+    net = SyncNet(SyncConfig(width=8, dim=32))
+    data = FrameSampler(str(root), "train", length=35)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss, _ = net.loss(data.batch(8, g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    hits = total = 0
+    for c in read_index(str(root))["clips"]:
+        if c["split"] == "test":                          # identity 9: never seen in training
+            frames, audio, _, _ = load_clip(str(root), c["name"])
+            for k in range(-6, 7, 2):
+                hits += abs(lse(net, np.array(frames), shift_audio(np.array(audio), k))["offset"] - k) <= 1
+                total += 1
+    assert hits / total >= 0.5, hits / total              # chance: about 3 / 31
+
+
+def test_data_sync_measures_and_fixes_an_offset(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import flashsync.checkpoint
+    from conftest import ROOT
+    from flashsync.dataset import load_clip, write_clip, write_index
+    rng = np.random.default_rng(2)
+    n = 100
+    bits = rng.integers(0, 2, n)
+    frames = np.zeros((n, 32, 32, 3), np.uint8)
+    frames[bits == 1] = 255
+    t = np.arange(n * 640) / 16000
+    audio = (0.5 * np.sin(2 * np.pi * 700 * t) * np.repeat(bits, 640)).astype(np.float32)
+    root = str(tmp_path / "video")
+    write_clip(root, "late", frames, shift_audio(audio, 4), {})         # audio 4 frames late
+    write_clip(root, "fine", frames, audio, {})
+    write_index(root, [dict(name="late", split="train", frames=n), dict(name="fine", split="train", frames=n)], 32)
+    spec = importlib.util.spec_from_file_location("data_script", f"{ROOT}/data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(flashsync.checkpoint, "load_model", lambda path, kind=None: Threshold())
+    script.fix = True
+    script.check_sync(root)
+    out = capsys.readouterr().out
+    assert "| late | +4 |" in out and "audio moved -4 frames" in out and "| fine | +0 |" in out
+    _, fixed, meta, _ = load_clip(root, "late")
+    assert meta["audio_shift"] == -4
+    assert lse(Threshold(), frames, np.array(fixed))["offset"] == 0
