@@ -147,9 +147,9 @@ def demo_video(run):
     r = lambda gt: float(np.corrcoef(opening[:n], np.asarray(gt)[:n])[0, 1])
     print(f"out/demo.mp4: mouth opening (analytic reader) vs the driving clip's truth r = {r(drv['gt']['open']):.3f}, "
           f"vs the source video's r = {r(src['gt']['open']):.3f}", flush=True)
-    print("== python -m flashsync.eval --refine=out/refine/ckpt.pt --pose=out/pose/ckpt.pt "
-          "(10 test identities, each driven by another's speech and by silence)", flush=True)
-    run("-m flashsync.eval", "--refine=out/refine/ckpt.pt", "--pose=out/pose/ckpt.pt",
+    print("== python -m flashsync.eval --ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt --lookahead=-1 "
+          "(the full table, streaming rows too: python -m flashsync.eval)", flush=True)
+    run("-m flashsync.eval", "--ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt", "--lookahead=-1",
         "--out=out/demo_eval.json")
 
 

@@ -1,16 +1,38 @@
-"""Evaluation on SynthTalk test identities (DESIGN.md §5). Every number is reproducible by one command:
+"""Evaluation on SynthTalk test identities (DESIGN.md §5). One command, fixed seeds, the same numbers
+every run:
 
-    python -m flashsync.eval --ae=out/ae/ckpt.pt --editor=out/editor/ckpt.pt --refine=out/refine/ckpt.pt
+    python -m flashsync.eval                                   # whatever of the demo's out/ exists
+    python -m flashsync.eval --ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt,out/pose2/ckpt.pt --syncnet=...
 
-FlashLips stage 1 (the editor driven by a donor's lips vector):
+Checkpoints of any kind go in --ckpt; each pose model becomes a FlashLips method (offline and
+streaming rows), driving the editor in the list it was trained on. `copy` (output = the source
+video) and `oracle` (SynthTalk re-rendered with the true mouth) are always there, so every number
+can be read against its worst and best case. Prints markdown tables and writes JSON (--out).
+
+FlashLips stage 1 (the editor driven by a donor's lips vector, 200 pairs):
   ae_psnr        autoencoder reconstruction PSNR of test frames
-  lips_r         Pearson r between the analytic reader's opening on the output and the
-                 donor frame's true opening (donor: another clip of the same identity)
-  outside_db     PSNR outside the lower-face box (output vs source) minus the same for the
-                 AE reconstruction: 0 means the edit left the rest of the face as the AE does
+  lips_r         Pearson r between the reader's opening on the output and the donor frame's
+                 true opening (donor: another clip of the same identity)
+  outside_db     PSNR outside the lower-face box (output vs source) minus that of the AE
+                 reconstruction: 0 means the edit left the rest of the face as the AE does
   outside_change mean absolute pixel change outside the lower-face box vs the source (0-255)
   colour_shift   with a donor of another identity: relative change of the lower-face box's
                  mean colour vs the AE reconstruction (identity must not travel in the vector)
+
+The suite (each of the 20 test clips driven by its own speech, by another identity's, by silence):
+  psnr, ssim     own speech: output vs source, whole crop; mouth_psnr: inside face.MOUTH
+  recon_r        own speech: r between the reader's opening on the output and the truth
+  r_driving      another identity's speech: r with the driving clip's true opening (high is good)
+  r_source       the same with the source video's opening: leakage (near 0 is good)
+  lipleak        silence: fraction of output frames whose mouth reads open (low is good)
+  lse_d, lse_c   the sync expert on (output, driving speech): distance at the best offset (low is
+                 good) and confidence = median - min over +-15 frames (high is good)
+  lipscore       cosine of the expert's visual embeddings of output and oracle (1 is perfect)
+  id_psnr        PSNR outside the lower-face box vs the source (identity and background kept)
+  flicker        frame-to-frame change outside the mouth box, relative to the source's (1: as steady)
+  occ_psnr       PSNR inside the occluder (hand, microphone) vs the source, on clips that have one
+  and a check of the expert itself: offsets recovered on clips with the audio shifted -10..10
+  frames, and how often LSE-C of a real pair beats the same video with another clip's speech.
 """
 import json
 import os
@@ -46,6 +68,8 @@ def test_clips(data_dir):
 def _pairs(groups, n, rng, same_identity=True):
     """n (source frame, refs, donor frame, donor true opening) tuples."""
     ids = sorted(k for k, v in groups.items() if len(v) >= 2) if same_identity else sorted(groups)
+    if not ids:
+        raise UserError("the editor rows need test identities with two clips each (data.py synth --clips_per_identity=2)")
     out = []
     for i in range(n):
         ident = ids[i % len(ids)]

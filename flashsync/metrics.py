@@ -10,7 +10,7 @@ from flashsync.nn import to_float
 
 
 def _f(x):
-    return torch.as_tensor(np.asarray(x)).float()
+    return torch.from_numpy(np.array(x, dtype=np.float32))        # a copy: inputs may be read-only memmaps
 
 
 def psnr(a, b, mask=None):
@@ -18,7 +18,7 @@ def psnr(a, b, mask=None):
     mask (R, R) or (T, R, R) is true; frames whose mask is empty are skipped. Identical: inf."""
     a, b = _f(a), _f(b)
     sq = (a - b).pow(2).mean(-1)                                     # (T, R, R)
-    m = torch.ones_like(sq) if mask is None else torch.as_tensor(np.asarray(mask)).float().expand_as(sq)
+    m = torch.ones_like(sq) if mask is None else _f(mask).expand_as(sq)
     n = m.flatten(1).sum(1)
     keep = n > 0
     if not keep.any():
@@ -35,7 +35,7 @@ def region_psnr(a, b, frac, inside=True):
 
 def ssim(a, b):
     """Mean SSIM of two videos (1 for identical)."""
-    return float(_ssim(to_float(torch.as_tensor(np.asarray(a))), to_float(torch.as_tensor(np.asarray(b)))).mean())
+    return float(_ssim(to_float(torch.from_numpy(np.array(a))), to_float(torch.from_numpy(np.array(b)))).mean())
 
 
 def pearson(x, y):

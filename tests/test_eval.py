@@ -131,3 +131,24 @@ def test_data_sync_measures_and_fixes_an_offset(tmp_path, monkeypatch, capsys):
     _, fixed, meta, _ = load_clip(root, "late")
     assert meta["audio_shift"] == -4
     assert lse(Threshold(), frames, np.array(fixed))["offset"] == 0
+
+
+def test_eval_suite_runs_and_repeats_exactly(tiny_ckpts, tmp_path):
+    import json
+    from conftest import run_script
+    data = tmp_path / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={data}", "--identities=20", "--clips_per_identity=2",
+                   "--seconds=0.8", "--resolution=32")
+    assert r.returncode == 0, r.stderr
+    args = [f"--data_dir={data}", f"--ckpt={tiny_ckpts['refine'][0]},{tiny_ckpts['pose'][0]}", "--pairs=8"]
+    outs = []
+    for k in range(2):
+        r = run_script("flashsync/eval.py", *args, f"--out={tmp_path / f'e{k}.json'}")
+        assert r.returncode == 0, r.stderr
+        outs.append(json.load(open(tmp_path / f"e{k}.json")))
+    assert outs[0] == outs[1]                                      # fixed seeds: the same numbers
+    rows = outs[0]["suite"]
+    assert set(rows) == {"FlashLips offline", "FlashLips streaming (160 ms)", "copy", "oracle"}
+    assert "| copy | inf | 1.000 |" in r.stdout
+    assert rows["copy"]["r_source"] > 0.9 and rows["oracle"]["r_driving"] > 0.9   # the context rows mean it
+    assert rows["copy"]["psnr"] == float("inf") and rows["oracle"]["id_psnr"] == float("inf")
