@@ -57,14 +57,17 @@ class Threshold(torch.nn.Module):
         return torch.stack([on, 1 - on], -1)
 
 
-def test_lse_finds_the_offset_of_a_shifted_clip():
-    rng = np.random.default_rng(1)
-    n = 120
-    bits = rng.integers(0, 2, n)
+def blinking_clip(n, seed):
+    """Frames that are bright exactly when a 700 Hz tone sounds (random on/off per frame): (frames, audio)."""
+    bits = np.random.default_rng(seed).integers(0, 2, n)
     frames = np.zeros((n, 32, 32, 3), np.uint8)
     frames[bits == 1] = 255
     t = np.arange(n * 640) / 16000
-    audio = (0.5 * np.sin(2 * np.pi * 700 * t) * np.repeat(bits, 640)).astype(np.float32)
+    return frames, (0.5 * np.sin(2 * np.pi * 700 * t) * np.repeat(bits, 640)).astype(np.float32)
+
+
+def test_lse_finds_the_offset_of_a_shifted_clip():
+    frames, audio = blinking_clip(120, 1)
     expert = Threshold()
     assert lse(expert, frames, audio)["offset"] == 0
     for k in (-10, -3, 2, 9):
@@ -109,13 +112,8 @@ def test_data_sync_measures_and_fixes_an_offset(tmp_path, monkeypatch, capsys):
     import flashsync.checkpoint
     from conftest import ROOT
     from flashsync.dataset import load_clip, write_clip, write_index
-    rng = np.random.default_rng(2)
     n = 100
-    bits = rng.integers(0, 2, n)
-    frames = np.zeros((n, 32, 32, 3), np.uint8)
-    frames[bits == 1] = 255
-    t = np.arange(n * 640) / 16000
-    audio = (0.5 * np.sin(2 * np.pi * 700 * t) * np.repeat(bits, 640)).astype(np.float32)
+    frames, audio = blinking_clip(n, 2)
     root = str(tmp_path / "video")
     write_clip(root, "late", frames, shift_audio(audio, 4), {})         # audio 4 frames late
     write_clip(root, "fine", frames, audio, {})
