@@ -23,7 +23,7 @@ import torch
 from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
 from flashsync.audio import load_audio
 from flashsync.config import configure
-from flashsync.lipsync import LipSync
+from flashsync.lipsync import LipSync, reference_crops
 from flashsync.util import UserError, check_file, run_main
 
 # -----------------------------------------------------------------------------
@@ -44,56 +44,6 @@ crf = 18                          # h264 quality (lower is better, bigger)
 device = "auto"                   # auto | cpu | cuda
 threads = 0                       # CPU threads (0: torch's default)
 # -----------------------------------------------------------------------------
-
-N_REFS_SPAN = 100                 # reference frames are spread over the first 4 s of the video
-
-
-def ping_pong(path, info, n_out, chunk=25):
-    """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
-
-    Backwards runs are read in chunks from the end (each a seek and a short decode), so
-    memory holds one chunk, whatever the video's length. A still image repeats.
-    """
-    n = info.frames
-    if n == 1:
-        frame = next(vid.read_frames(path))
-        for _ in range(n_out):
-            yield 0, frame
-        return
-    done = 0
-    while done < n_out:
-        for i, frame in zip(range(n), vid.read_frames(path, 0, info)):            # forwards: 0 .. n - 1
-            yield i, frame
-            done += 1
-        for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
-            lo = max(1, hi - chunk + 1)
-            part = list(itertools.islice(vid.read_frames(path, lo, info), hi - lo + 1))
-            while part:                          # hand frames over one by one: one chunk in memory at most
-                yield lo + len(part) - 1, part.pop()
-                done += 1
-
-
-class Boxes:
-    """The face box of each source frame: fixed, from a per-frame file, or tracked on first sight."""
-
-    def __init__(self, first, per_frame=None, fixed=False):
-        self.first, self.per_frame, self.fixed = first, per_frame, fixed
-        self.tracker, self.seen = None, []
-
-    def __call__(self, i, frame):
-        if self.per_frame is not None:
-            return face.square(self.per_frame[min(i, len(self.per_frame) - 1)])
-        if self.fixed:
-            return face.square(self.first)
-        if i < len(self.seen):
-            return self.seen[i]
-        if self.tracker is None:
-            self.tracker = face.Tracker(frame, self.first)
-            self.seen.append(self.tracker.box)
-        else:
-            self.seen.append(self.tracker.update(frame))   # frames arrive in order the first time round
-        return self.seen[i]
-
 
 class Progress:
     """One line, rewritten in place on a terminal (else a line every 10 s): frames done, FPS, ETA."""
@@ -135,17 +85,11 @@ def main():
     lips = LipSync.load(editor, pose, dev)
     res = lips.resolution
     still = info.frames == 1
-    where = Boxes(first, per_frame, fixed=not box and not boxes or still)
+    where = face.Boxes(first, per_frame, fixed=not box and not boxes or still)
 
     # references: 4 frames spread over the first seconds (the stream sees nothing later either)
-    span = min(info.frames, N_REFS_SPAN)
-    pick = set(np.linspace(0, span - 1, 4).round().astype(int).tolist())
-    refs = []
-    for i, f in zip(range(span), vid.read_frames(video, 0, info)):
-        b = where(i, f)                                  # tracks every frame, in order
-        if i in pick:
-            refs.append(face.crop(f, b, res))
-    lips.set_reference(np.stack((refs * 4)[:4]))        # a still or a very short video repeats its frames
+    frames = zip(range(info.frames), vid.read_frames(video, 0, info))
+    lips.set_reference(reference_crops(((f, where(i, f)) for i, f in frames), res))   # tracks in order
 
     t0 = time.time()
     poses = lips.poses(wave, steps, seed, lookahead)[:n_out]           # (n_out, 12)
@@ -155,7 +99,7 @@ def main():
     width = info.width * (2 if compare else 1)
     t0, done, report = time.time(), 0, Progress(n_out)
     with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
-        source = itertools.islice(ping_pong(video, info, n_out), n_out)
+        source = itertools.islice(vid.ping_pong(video, info, n_out), n_out)
         while done < n_out:                           # ping_pong never runs dry
             chunk = [(frame, where(i, frame)) for i, frame in itertools.islice(source, batch)]
             crops = np.stack([face.crop(f, b, res) for f, b in chunk])

@@ -1,7 +1,298 @@
-"""stream.py: not yet implemented (see the open issues in README.md's roadmap)."""
+"""Live lip-sync with FlashLips: a webcam and a microphone, or a video and an audio file played in real time.
+
+    python stream.py --video in.mp4 --audio speech.wav --box x,y,w,h [--record out/live.mp4]
+    python stream.py --camera /dev/video0 --mic default --box x,y,w,h      # Linux (v4l2 + alsa)
+    python stream.py --list-devices
+
+Every 40 ms a frame and 640 samples arrive. The audio goes through the streaming
+log-mel into the pose model, which may look `lookahead` frames ahead (plus the 2
+its mel convolutions reach), so frame t is edited once the audio of frame
+t + lookahead + 3 has arrived: the latency is that many frames plus compute. The
+output goes to a web page on http://127.0.0.1:PORT (MJPEG, with FPS and
+latency) and/or an mp4 recording with the audio. When a frame is late the loop
+drops it (the last output is shown again and the drop counted) instead of falling
+behind. Ctrl-C stops cleanly and finalises the recording.
+"""
+import collections
+import fractions
+import http.server
+import queue
 import sys
+import threading
+import time
+
+import av
+import numpy as np
+import torch
+
+from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
+from flashsync.audio import LogMelStream, load_audio
+from flashsync.config import configure
+from flashsync.lipsync import CONTEXT, MEL_REACH, LipSync, reference_crops
+from flashsync.util import UserError, run_main
+
+# -----------------------------------------------------------------------------
+# defaults: override with config/<name>.py or --key=value
+video = ""                        # a video file played at real-time pace ...
+audio = ""                        # ... with this speech (any format)
+camera = ""                       # ... or a capture device: /dev/video0 (Linux), "0" (macOS), "video=Name" (Windows)
+mic = ""                          # the microphone: "default" or hw:0 (Linux), ":0" (macOS), "audio=Name" (Windows)
+list_devices = False
+box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
+record = ""                       # mp4 to record the output (with the audio) to
+port = 8000                       # web page on http://host:port (0: none)
+host = "127.0.0.1"
+editor = "out/refine/ckpt.pt"
+pose = "out/pose/ckpt.pt"
+lookahead = 2                     # frames of future audio the pose model waits for
+steps = 6
+seed = 0
+seconds = 0.0                     # stop after this long (0: at the end of the file, or Ctrl-C)
+realtime = True                   # pace file input at 25 fps (False: as fast as possible, never drop)
+fast = False                      # the compiled step (CUDA: bf16 + CUDA graphs)
+device = "auto"
+threads = 0
+# -----------------------------------------------------------------------------
+
+CAPTURE = {"linux": ("v4l2", "alsa"), "darwin": ("avfoundation", "avfoundation"), "win32": ("dshow", "dshow")}
+PAGE = b"""<!doctype html><title>flashsync live</title>
+<body style="background:#111;color:#ddd;font-family:sans-serif;text-align:center">
+<h3>flashsync live</h3><img src="/stream" style="height:70vh;image-rendering:pixelated"><p id="s"></p>
+<script>setInterval(async()=>{let s=await (await fetch('/stats')).json();
+document.getElementById('s').textContent=`${s.fps.toFixed(1)} FPS, latency ${s.latency_ms.toFixed(0)} ms,
+${s.frames} frames, ${s.dropped} dropped`},500)</script></body>"""
+
+
+class Web:
+    """MJPEG over HTTP from the standard library: / (page), /stream, /frame.jpg, /stats."""
+
+    def __init__(self, host, port):
+        self.jpeg, self.stats, self.cond = b"", dict(fps=0.0, latency_ms=0.0, frames=0, dropped=0), threading.Condition()
+        self.codec = None
+        web = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send(self, body, kind):
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/":
+                    self.send(PAGE, "text/html")
+                elif self.path == "/frame.jpg":
+                    with web.cond:
+                        web.cond.wait_for(lambda: web.jpeg, timeout=10)
+                        body = web.jpeg
+                    self.send(body, "image/jpeg")
+                elif self.path == "/stats":
+                    import json
+                    self.send(json.dumps(web.stats).encode(), "application/json")
+                elif self.path == "/stream":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                    self.end_headers()
+                    try:
+                        while True:
+                            with web.cond:
+                                web.cond.wait(timeout=5)
+                                body = web.jpeg
+                            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                             + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n")
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                else:
+                    self.send_error(404)
+
+        try:
+            self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise UserError(f"cannot serve the web page on {host}:{port} ({e.strerror}); pick another --port") from None
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def show(self, frame, stats):
+        if self.codec is None:
+            self.codec = av.CodecContext.create("mjpeg", "w")
+            self.codec.width, self.codec.height = frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2
+            self.codec.pix_fmt, self.codec.time_base = "yuvj420p", fractions.Fraction(1, FPS)
+        f = frame[:self.codec.height, :self.codec.width]
+        packets = self.codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+                                    .reformat(format="yuvj420p"))
+        with self.cond:
+            self.jpeg = bytes(packets[0]) if packets else self.jpeg
+            self.stats = stats
+            self.cond.notify_all()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def file_source(path, speech):
+    """(frame, 640 audio samples) per tick: the video forwards-backwards over the speech's length."""
+    info = vid.probe(path)
+    n = max(1, round(len(speech) / SAMPLES_PER_FRAME))
+    padded = np.pad(speech, (0, n * SAMPLES_PER_FRAME - len(speech)))
+    for k, (i, frame) in enumerate(vid.ping_pong(path, info, n)):
+        if k == n:
+            return
+        yield i, frame, padded[k * SAMPLES_PER_FRAME:(k + 1) * SAMPLES_PER_FRAME]
+
+
+def capture_source(cam, microphone):
+    """(frame, audio) per video frame from capture devices; audio is read in its own thread."""
+    fmt_v, fmt_a = CAPTURE.get(sys.platform, ("v4l2", "alsa"))
+    try:
+        cv = av.open(cam, format=fmt_v, options={"framerate": str(FPS)})
+    except (av.error.FFmpegError, OSError) as e:
+        raise UserError(f"camera {cam!r} ({fmt_v}) cannot be opened: {e}; is it plugged in and free? "
+                        f"(python stream.py --list-devices)") from None
+    heard = queue.Queue()
+    if microphone:
+        try:
+            ca = av.open(microphone, format=fmt_a)
+        except (av.error.FFmpegError, OSError) as e:
+            cv.close()
+            raise UserError(f"microphone {microphone!r} ({fmt_a}) cannot be opened: {e}") from None
+        to16k = av.AudioResampler(format="flt", layout="mono", rate=16000)
+
+        def listen():
+            for fr in ca.decode(audio=0):
+                for out in to16k.resample(fr):
+                    heard.put(out.to_ndarray().reshape(-1))
+        threading.Thread(target=listen, daemon=True).start()
+    pending = np.zeros(0, np.float32)
+    for i, fr in enumerate(cv.decode(video=0)):
+        while not heard.empty():
+            pending = np.concatenate([pending, heard.get()])
+        chunk = pending[:SAMPLES_PER_FRAME]
+        pending = pending[len(chunk):]
+        yield i, fr.to_ndarray(format="rgb24"), np.pad(chunk, (0, SAMPLES_PER_FRAME - len(chunk)))
+
+
+def devices():
+    fmt_v, fmt_a = CAPTURE.get(sys.platform, ("v4l2", "alsa"))
+    if sys.platform == "linux":
+        import glob
+        cams = sorted(glob.glob("/dev/video*"))
+        print("cameras (--camera):", ", ".join(cams) or "none found")
+        print("microphones (--mic): default, or hw:CARD,DEV from `arecord -l`")
+    else:
+        print(f"list {fmt_v} devices with: ffmpeg -f {fmt_v} -list_devices true -i \"\"")
+
+
+def main():
+    configure(globals())
+    if list_devices:
+        return devices()
+    if not (video or camera):
+        raise UserError("give a source: --video in.mp4 --audio speech.wav, or --camera DEVICE --mic DEVICE")
+    if video and not audio:
+        raise UserError("--video needs the speech to drive it: --audio speech.wav")
+    if record and not record.lower().endswith(".mp4"):
+        raise UserError(f"--record {record}: give a name ending in .mp4")
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    speech = load_audio(audio).numpy() if video else None
+    info = vid.probe(video) if video else None
+    lips = LipSync.load(editor, pose, dev, fast=fast, batch=1)
+    source = file_source(video, speech) if video else capture_source(camera, mic)
+    height, width = (info.height, info.width) if video else (None, None)
+
+    # the face box and the references (from the first 4 s of a file; from the first frames of a camera)
+    where = None
+    if video:
+        where = face.Boxes(face.parse_box(box) if box else (0, 0, width, height), fixed=not box or info.frames == 1)
+        face.check_box(where.first, width, height)
+        refs = reference_crops(((f, where(k, f)) for k, f in zip(range(info.frames), vid.read_frames(video, 0, info))),
+                               lips.resolution)
+        lips.set_reference(refs)
+    web = Web(host, port) if port else None
+    if web:
+        print(f"live page: http://{host}:{port}/", file=sys.stderr, flush=True)
+    lag = lookahead + MEL_REACH + 1                  # frames between a frame's arrival and its edit
+    mel, heard, heard_from = LogMelStream(), torch.zeros(0, 80), 0   # the recent log-mel, from video frame heard_from
+    waiting = collections.deque()                    # (arrival time, index, frame, box) not yet edited
+    writer = None
+    done = dropped = 0
+    last = None
+    t_start = time.perf_counter()
+    recent = collections.deque(maxlen=25)
+
+    def emit(t, frame, box, arrived, edit):
+        nonlocal writer, last, done, dropped, heard, heard_from
+        if edit:
+            p = lips.pose_windows(heard, [t], steps, seed, lookahead, CONTEXT, heard_from)
+            crop = lips.edit(face.crop(frame, box, lips.resolution)[None], p)[0].numpy()
+            last = face.paste(frame, crop, box)
+        else:
+            dropped += 1
+            last = last if last is not None else frame
+        now = time.perf_counter()
+        recent.append(now)
+        if writer is None and record:
+            writer = vid.VideoWriter(record, last.shape[1], last.shape[0], audio=speech if video else [])
+            writer.__enter__()
+        if writer is not None:
+            writer.write(last)
+        done += 1
+        fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
+        stats = dict(fps=fps, latency_ms=1000 * (now - arrived), frames=done, dropped=dropped)
+        if web:
+            web.show(last, stats)
+        if done % FPS == 0:
+            print(f"\r{done} frames, {fps:.1f} FPS, latency {stats['latency_ms']:.0f} ms, {dropped} dropped   ",
+                  end="", file=sys.stderr, flush=True)
+
+    try:
+        for k, (i, frame, chunk) in enumerate(source):
+            if seconds and k >= seconds * FPS:
+                break
+            due = t_start + k / FPS
+            if video and realtime:
+                time.sleep(max(0.0, due - time.perf_counter()))      # the file plays at 25 fps
+            if where is None:                                         # camera: the first frame gives the box
+                height, width = frame.shape[:2]
+                where = face.Boxes(face.parse_box(box) if box else (0, 0, width, height), fixed=not box)
+                face.check_box(where.first, width, height)
+                lips.set_reference(np.stack([face.crop(frame, where(0, frame), lips.resolution)] * 4))
+            if writer is not None and not video:
+                writer.add_audio(chunk)
+            heard = torch.cat([heard, mel.push(chunk)])
+            keep = max(0, (k - lag - CONTEXT - 1) - heard_from)               # frames no window needs any more
+            heard, heard_from = heard[4 * keep:], heard_from + keep
+            waiting.append((time.perf_counter(), k, frame, where(i, frame)))
+            while len(waiting) > lag:
+                arrived, t, f, b = waiting.popleft()
+                late = realtime and time.perf_counter() - due > 2 / FPS    # more than 2 frames behind: drop
+                emit(t, f, b, arrived, not late)
+        heard = torch.cat([heard, mel.finish()])
+        while waiting:                                                # the end of the file: the rest
+            arrived, t, f, b = waiting.popleft()
+            emit(t, f, b, arrived, True)
+        if writer is not None:
+            writer.__exit__(None, None, None)
+            writer = None
+    except KeyboardInterrupt:
+        print("\nstopping", file=sys.stderr)
+        if writer is not None:                                        # keep what was recorded
+            writer.__exit__(None, None, None)
+            writer = None
+    finally:
+        if writer is not None:                                        # an error: no half-written file
+            writer.__exit__(RuntimeError, RuntimeError("stopped"), None)
+        if web:
+            web.close()
+    elapsed = time.perf_counter() - t_start
+    print(f"\n{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-6):.1f} FPS), {dropped} dropped"
+          + (f"; recorded {record}" if record else ""))
+
 
 if __name__ == "__main__":
-    print("error: stream.py is not implemented yet in this version of flashsync (the foundation only); "
-          "see README.md 'Roadmap'", file=sys.stderr)
-    sys.exit(2)
+    run_main(main)

@@ -83,11 +83,18 @@ class EditorNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)     # starts as the identity: z_out = z_in
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, z_in, mask, z_refs, p):
-        """z_in (B, 4, h, w), mask (B, 1, h, w), z_refs (B, K, 4, h, w), p (B, 12) -> (B, 4, h, w)."""
+    def ref_features(self, z_refs):
+        """f_ref of each reference latent, stacked: (B, K, 4, h, w) -> (B, K*ref_channels, h, w).
+        Fixed for a whole video, so inference computes it once."""
         b, k, c, h, w = z_refs.shape
-        refs = self.f_ref(z_refs.flatten(0, 1)).reshape(b, -1, h, w)       # (B, K*ref_channels, h, w)
-        x = torch.cat([z_in, mask, refs, p[:, :, None, None].expand(-1, -1, h, w)], 1)
+        return self.f_ref(z_refs.flatten(0, 1)).reshape(b, -1, h, w)
+
+    def forward(self, z_in, mask, z_refs, p, refs=None):
+        """z_in (B, 4, h, w), mask (B, 1, h, w), z_refs (B, K, 4, h, w), p (B, 12) -> (B, 4, h, w).
+        refs: ref_features(z_refs), when already computed (then z_refs is not used)."""
+        refs = self.ref_features(z_refs) if refs is None else refs
+        h, w = z_in.shape[-2:]
+        x = torch.cat([z_in, mask, refs.expand(len(z_in), -1, -1, -1), p[:, :, None, None].expand(-1, -1, h, w)], 1)
         skip = self.enc0(self.inp(x))
         x = self.dec0(torch.cat([self.up(self.mid(self.down(skip))), skip], 1))
         return z_in + self.out(x)

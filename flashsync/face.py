@@ -226,3 +226,25 @@ def track(frames, box, boxes=None):
             yield frame, tracker.box
         else:
             yield frame, tracker.update(frame)
+
+
+class Boxes:
+    """The face box of each source frame: fixed, from a per-frame file, or tracked on first sight."""
+
+    def __init__(self, first, per_frame=None, fixed=False):
+        self.first, self.per_frame, self.fixed = first, per_frame, fixed
+        self.tracker, self.seen = None, []
+
+    def __call__(self, i, frame):
+        if self.per_frame is not None:
+            return square(self.per_frame[min(i, len(self.per_frame) - 1)])
+        if self.fixed:
+            return square(self.first)
+        if i < len(self.seen):
+            return self.seen[i]
+        if self.tracker is None:
+            self.tracker = Tracker(frame, self.first)
+            self.seen.append(self.tracker.box)
+        else:
+            self.seen.append(self.tracker.update(frame))   # frames arrive in order the first time round
+        return self.seen[i]

@@ -18,16 +18,30 @@ Streaming. Pose t is sampled on a window of `context` past frames, frame t and
 convolutions reach). Before the first frame the window holds silence and zero
 noise, so every window has the same static shape.
 """
+import itertools
+
+import numpy as np
 import torch
 
 from flashsync.audio import MELS_PER_FRAME, SILENCE, log_mel
 from flashsync.checkpoint import load_checkpoint, load_model
+from flashsync.face import crop
 from flashsync.nn import to_float, to_uint8
 from flashsync.pose import euler
 from flashsync.util import UserError
 
+REF_SPAN = 100         # reference frames are spread over a video's first 4 s (a live stream sees no more)
 NOISE_BLOCK = 256
+CONTEXT = 24           # frames of past each streaming pose window holds
 MEL_REACH = 2          # video frames of audio beyond a window that its last frame's features see
+
+
+def reference_crops(faces, resolution, span=REF_SPAN):
+    """4 face crops spread over the first `span` of `faces`, an iterable of (frame, box) -> (4, R, R, 3).
+    A still or a very short video repeats its frames."""
+    faces = list(itertools.islice(faces, span))
+    pick = np.linspace(0, len(faces) - 1, 4).round().astype(int)
+    return np.stack([crop(*faces[i], resolution) for i in pick])
 
 
 def frame_noise(seed, start, n, dim=12):
@@ -55,19 +69,30 @@ def mel_span(mel, start, n):
 class LipSync:
     """A trained editor (mask-free `refine`, or the masked `editor`) driven by a trained pose model."""
 
-    def __init__(self, editor, pose, seq_len=50, device="cpu"):
+    def __init__(self, editor, pose=None, seq_len=50, device="cpu", fast=False, batch=16):
         self.masked = not hasattr(editor, "teacher")
         self.base = editor if self.masked else editor.teacher        # holds the autoencoder and lips encoder
         self.net = editor.net.to(device).eval()
         self.ae = self.base.ae.to(device).eval()
-        self.flow = pose.flow.to(device).eval()
+        self.base.to(device)
+        self.flow = pose.flow.to(device).eval() if pose is not None else None
         self.seq_len = seq_len
         self.device = device
         self.resolution = self.base.cfg.resolution
-        self.z_refs = self.ref_poses = None
+        self.ref_feat = self.ref_poses = None
+        # the fast path: one compiled step with static shapes (batches padded to `batch`); on CUDA
+        # also bf16, channels_last and CUDA graphs (reduce-overhead), outputs copied before the next replay
+        self.fast, self.batch = fast, batch
+        self.cuda = str(device).startswith("cuda")
+        self.step = self._step
+        if fast:
+            if self.cuda:
+                self.net.to(memory_format=torch.channels_last)
+                self.ae.to(memory_format=torch.channels_last)
+            self.step = torch.compile(self._step, mode="reduce-overhead" if self.cuda else None, dynamic=False)
 
     @classmethod
-    def load(cls, editor_path, pose_path, device="cpu"):
+    def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16):
         ed = load_checkpoint(editor_path)
         if ed["kind"] not in ("refine", "editor"):
             raise UserError(f"{editor_path} holds a {ed['kind']!r} model; --editor needs a 'refine' (mask-free) "
@@ -80,7 +105,7 @@ class LipSync:
         if any(not torch.equal(a, b) for a, b in zip(lips.state_dict().values(), pose.lips.state_dict().values())):
             raise UserError(f"{pose_path} was trained on another editor than {editor_path}; "
                             f"use the pose model trained with --init_from on this editor's masked editor")
-        return cls(editor, pose, pose_ckpt["config"]["seq_len"], device)
+        return cls(editor, pose, pose_ckpt["config"]["seq_len"], device, fast, batch)
 
     @torch.no_grad()
     def set_reference(self, crops):
@@ -89,7 +114,7 @@ class LipSync:
         if refs.shape[1:] != (self.resolution, self.resolution, 3):
             raise ValueError(f"reference crops must be ({self.resolution}, {self.resolution}, 3), got {tuple(refs.shape[1:])}")
         x = to_float(refs)                                            # (K, 3, R, R)
-        self.z_refs = self.ae.encode(x)[None]                         # (1, K, 4, h, w)
+        self.ref_feat = self.net.ref_features(self.ae.encode(x)[None])   # (1, K * 8, h, w): once per video
         self.ref_poses = self.base.lips(x)[None]                      # (1, K, 12)
 
     @torch.no_grad()
@@ -102,7 +127,7 @@ class LipSync:
         return x * f.std + f.mean
 
     @torch.no_grad()
-    def poses(self, audio, steps=6, seed=0, lookahead=-1, context=24, batch=64):
+    def poses(self, audio, steps=6, seed=0, lookahead=-1, context=CONTEXT, batch=64):
         """Lips poses (T, 12) for 16 kHz audio (T * 640 samples, T = ceil): offline when lookahead < 0,
         else streaming with `lookahead` frames of future audio and `context` frames of past."""
         if self.ref_poses is None:
@@ -118,15 +143,16 @@ class LipSync:
             out.append(self.pose_windows(mel, list(ts), steps, seed, lookahead, context))
         return torch.cat(out)
 
-    def pose_windows(self, mel, frames, steps, seed, lookahead, context):
+    def pose_windows(self, mel, frames, steps, seed, lookahead, context, mel_start=0):
         """Streaming poses of the given frame indices (each from its own window) -> (len(frames), 12).
 
-        The window of frame t is frames t - context .. t + lookahead; mel must reach frame
-        t + lookahead + MEL_REACH (what a live stream must have heard before emitting frame t).
+        The window of frame t is frames t - context .. t + lookahead; mel (which begins at video
+        frame mel_start) must reach frame t + lookahead + MEL_REACH: what a live stream must have
+        heard before emitting frame t.
         """
         w = context + 1 + lookahead
         starts = [t - context for t in frames]
-        mels = torch.stack([mel_span(mel, s, w + MEL_REACH) for s in starts]).to(self.device)
+        mels = torch.stack([mel_span(mel, s - mel_start, w + MEL_REACH) for s in starts]).to(self.device)
         noise = torch.stack([frame_noise(seed, s, w) for s in starts]).to(self.device)
         return self._sample(mels, noise, steps, lookahead)[:, context].cpu()
 
@@ -149,18 +175,34 @@ class LipSync:
                 weight[s:s + w] += ramp
         return total / weight
 
+    def _step(self, crops, poses, ref_feat):
+        """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            x = to_float(crops)                                       # (B, 3, R, R), channels_last in memory
+            if self.masked:
+                z_in = self.ae.encode(x * (1 - self.base.pix_mask))
+                mask = self.base.lat_mask.expand(len(x), -1, -1, -1)
+            else:
+                z_in = self.ae.encode(x)
+                mask = torch.zeros_like(z_in[:, :1])
+            z = self.net(z_in, mask, None, poses, refs=ref_feat.to(z_in.dtype))
+            return to_uint8(self.ae.decode(z).float())
+
     @torch.no_grad()
     def edit(self, crops, poses):
-        """Edit uint8 face crops (B, R, R, 3) to the lips poses (B, 12) -> uint8 (B, R, R, 3)."""
-        if self.z_refs is None:
+        """Edit uint8 face crops (B, R, R, 3) to the lips poses (B, 12) -> uint8 (B, R, R, 3) on the CPU."""
+        if self.ref_feat is None:
             raise RuntimeError("call set_reference() first")
-        x = to_float(torch.as_tensor(crops).to(self.device))         # (B, 3, R, R)
-        b = x.shape[0]
-        if self.masked:
-            z_in = self.ae.encode(x * (1 - self.base.pix_mask))
-            mask = self.base.lat_mask.expand(b, -1, -1, -1)
-        else:
-            z_in = self.ae.encode(x)
-            mask = torch.zeros_like(z_in[:, :1])
-        z = self.net(z_in, mask, self.z_refs.expand(b, -1, -1, -1, -1), poses.to(self.device))
-        return to_uint8(self.ae.decode(z).clamp(-1, 1)).cpu()
+        crops = torch.as_tensor(crops).to(self.device)
+        poses = torch.as_tensor(poses, dtype=torch.float32).to(self.device)
+        if not self.fast:
+            return self.step(crops, poses, self.ref_feat).cpu()
+        out = []
+        for i in range(0, len(crops), self.batch):                    # static shapes: pad the last chunk
+            c, p = crops[i:i + self.batch], poses[i:i + self.batch]
+            n = len(c)
+            if n < self.batch:
+                c = torch.cat([c, c[-1:].expand(self.batch - n, -1, -1, -1)])
+                p = torch.cat([p, p[-1:].expand(self.batch - n, -1)])
+            out.append(self.step(c, p, self.ref_feat)[:n].clone().cpu())   # copied before the next replay
+        return torch.cat(out)

@@ -6,6 +6,7 @@ t0 + k/25) is the source frame whose timestamp is nearest, which drops or repeat
 frames as needed and handles variable frame rate.
 """
 import dataclasses
+import itertools
 import struct
 import zlib
 
@@ -114,6 +115,31 @@ def read_frames(path, start=0, info=None):
         k += 1
 
 
+def ping_pong(path, info, n_out, chunk=25):
+    """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
+
+    Backwards runs are read in chunks from the end (each a seek and a short decode), so
+    memory holds one chunk, whatever the video's length. A still image repeats.
+    """
+    n = info.frames
+    if n == 1:
+        frame = next(read_frames(path))
+        for _ in range(n_out):
+            yield 0, frame
+        return
+    done = 0
+    while done < n_out:
+        for i, frame in zip(range(n), read_frames(path, 0, info)):            # forwards: 0 .. n - 1
+            yield i, frame
+            done += 1
+        for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
+            lo = max(1, hi - chunk + 1)
+            part = list(itertools.islice(read_frames(path, lo, info), hi - lo + 1))
+            while part:                          # hand frames over one by one: one chunk in memory at most
+                yield lo + len(part) - 1, part.pop()
+                done += 1
+
+
 class VideoWriter:
     """Write RGB frames (and optional mono audio) to an h264/yuv420p + AAC mp4, atomically.
 
@@ -165,12 +191,17 @@ class VideoWriter:
     def _mux_audio(self, until):
         if self.astream is None or until <= self.samples:
             return
-        chunk = self.audio[self.samples:until]
+        chunk = self.audio[:until - self.samples]                       # self.audio: what is not muxed yet
+        self.audio = self.audio[len(chunk):]
         chunk = np.pad(chunk, (0, until - self.samples - len(chunk)))   # silence past the audio's end
         af = av.AudioFrame.from_ndarray(chunk[None].astype(np.float32), format="fltp", layout="mono")
         af.sample_rate, af.pts = SR, self.samples
         self.container.mux(self.astream.encode(af))
         self.samples = until
+
+    def add_audio(self, chunk):
+        """Append live audio (mono float at 16 kHz) to the track of a writer made with audio=[]."""
+        self.audio = np.concatenate([self.audio, np.asarray(chunk, np.float32).reshape(-1)])
 
     def __exit__(self, kind, value, tb):
         if kind is None:

@@ -1,0 +1,107 @@
+"""FlashLips speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16] [--device=cuda]
+
+Random weights (speed does not depend on training) in the architecture of the shipped configs:
+config/*_synth.py up to 128 px (f = 4), config/*_gpu.py from 256 px (f = 8, wider). Per row: ms per frame of each stage in
+eager mode (encode, pose amortised over 10 s of audio, edit, decode), then the whole
+per-frame step (uint8 crop -> uint8 crop) end to end, eager and fast (LipSync's compiled
+step; on CUDA also bf16 + CUDA graphs). Every time is the median of `repeats` timed runs
+after warm-up; the first call's time (compilation) is reported on its own.
+"""
+import statistics
+import time
+
+import torch
+
+from flashsync.autoencoder import AEConfig, Autoencoder
+from flashsync.config import configure
+from flashsync.editor import Editor, EditorConfig, Refiner
+from flashsync.lipsync import LipSync
+from flashsync.nn import to_float
+from flashsync.pose import PoseConfig, PoseModel
+from flashsync.util import UserError, run_main
+
+# -----------------------------------------------------------------------------
+res = "64,128,256"
+batches = "1,16"
+modes = "eager,fast"
+repeats = 30
+device = "auto"
+threads = 0
+# -----------------------------------------------------------------------------
+
+
+def sync(dev):
+    if str(dev).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev, repeats):
+    """Median seconds of fn() over `repeats` runs after two warm-up calls; also the first call's time."""
+    t = time.perf_counter()
+    fn()
+    sync(dev)
+    first = time.perf_counter() - t
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(dev)
+        t = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), first
+
+
+def build(r, dev, fast, batch):
+    torch.manual_seed(0)
+    small = r <= 128
+    ae = Autoencoder(AEConfig(resolution=r, factor=4 if small else 8,
+                              channels=(16, 32, 64) if small else (64, 128, 256, 256)))
+    editor = Editor(EditorConfig(resolution=r, channels=(64, 128) if small else (128, 256)), ae)
+    lips = LipSync(Refiner(editor), PoseModel(PoseConfig(), editor.lips), device=dev, fast=fast, batch=batch)
+    lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))
+    return lips
+
+
+@torch.no_grad()
+def bench_row(r, batch, dev, mode, repeats):
+    lips = build(r, dev, mode == "fast", batch)
+    crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, device=dev)
+    poses = torch.randn(batch, 12, device=dev)
+    row = dict(res=r, batch=batch, mode=mode)
+    e2e, first = timed(lambda: lips.edit(crops, poses), dev, repeats)
+    row.update(e2e_ms=1000 * e2e / batch, fps=batch / e2e, first_s=first)
+    if mode == "eager":                               # the stages, one by one
+        x = to_float(crops)
+        z = lips.ae.encode(x)
+        zero = torch.zeros_like(z[:, :1])
+        row["encode_ms"] = 1000 * timed(lambda: lips.ae.encode(x), dev, repeats)[0] / batch
+        row["edit_ms"] = 1000 * timed(lambda: lips.net(z, zero, None, poses, refs=lips.ref_feat), dev, repeats)[0] / batch
+        row["decode_ms"] = 1000 * timed(lambda: lips.ae.decode(z), dev, repeats)[0] / batch
+        audio = torch.randn(10 * 16000) * 0.1
+        row["pose_ms"] = 1000 * timed(lambda: lips.poses(audio), dev, 3)[0] / 250      # offline, per frame
+    return row
+
+
+def main():
+    configure(globals())
+    dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device=cuda but no CUDA GPU is available")
+    if threads:
+        torch.set_num_threads(threads)
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"flashsync.bench on {name}, torch {torch.__version__}, median of {repeats} runs, ms per frame\n")
+    cols = ["res", "batch", "mode", "encode_ms", "pose_ms", "edit_ms", "decode_ms", "e2e_ms", "fps", "first_s"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---" * len(cols) + "|")
+    for r in (int(v) for v in res.split(",")):
+        for b in (int(v) for v in batches.split(",")):
+            for mode in modes.split(","):
+                row = bench_row(r, b, dev, mode, repeats)
+                cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
+                print("| " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    run_main(main)
