@@ -137,7 +137,7 @@ def file_source(path, speech):
     """(frame, 640 audio samples) per tick: the video forwards-backwards over the speech's length."""
     info = vid.probe(path)
     n = max(1, round(len(speech) / SAMPLES_PER_FRAME))
-    padded = np.pad(speech, (0, n * SAMPLES_PER_FRAME - len(speech)))
+    padded = np.pad(speech, (0, max(0, n * SAMPLES_PER_FRAME - len(speech))))   # round(): trim or pad
     for k, (i, frame) in enumerate(vid.ping_pong(path, info, n)):
         if k == n:
             return

@@ -68,3 +68,14 @@ def test_stream_missing_camera_is_one_line(tiny_ckpts, tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: camera '/dev/video97'") and "cannot be opened" in lines[0]
+
+
+def test_stream_real_video_in_real_time(media, tiny_ckpts, tmp_path):
+    out = tmp_path / "live.mp4"
+    r = run_script("stream.py", "--video", f"{media}/sun.mp4", "--audio", f"{media}/tts_en.wav",
+                   "--box", "176,140,208,208", "--record", str(out), "--port=0", *ckpt_args(tiny_ckpts))
+    assert r.returncode == 0, r.stderr
+    speech = sf.info(f"{media}/tts_en.wav").duration                  # 5.78 s: not a whole number of frames
+    info = probe(str(out))
+    assert (info.width, info.height) == (576, 768) and abs(info.frames / 25 - speech) <= 1 / 25
+    assert " dropped" in r.stdout
