@@ -40,6 +40,7 @@ seed = 0
 lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
 compare = False                   # write source | output side by side
 batch = 16                        # frames edited at once
+fast = False                      # the compiled static-shape step (CUDA: bf16 + CUDA graphs); see flashsync.bench
 crf = 18                          # h264 quality (lower is better, bigger)
 device = "auto"                   # auto | cpu | cuda
 threads = 0                       # CPU threads (0: torch's default)
@@ -82,7 +83,7 @@ def main():
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
-    lips = LipSync.load(editor, pose, dev)
+    lips = LipSync.load(editor, pose, dev, fast=fast, batch=batch)
     res = lips.resolution
     still = info.frames == 1
     where = face.Boxes(first, per_frame, fixed=not box and not boxes or still)
