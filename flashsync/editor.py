@@ -127,12 +127,16 @@ class Editor(nn.Module):
         x = to_float(target)                                               # (B, 3, R, R)
         with torch.no_grad():
             z_refs = self.ae.encode(to_float(refs).flatten(0, 1)).unflatten(0, refs.shape[:2])
-            if masked:
-                z_in = self.ae.encode(x * (1 - self.pix_mask))                 # lower face blanked to grey
-            else:
-                z_in = self.ae.encode(x)
-        mask = self.lat_mask.expand(len(x), -1, -1, -1) if masked else torch.zeros_like(z_in[:, :1])
+            z_in, mask = self.encode_target(x, masked)
         return z_in, mask, z_refs, x
+
+    def encode_target(self, x, masked=True):
+        """Float frames (B, 3, R, R) -> the input latent (B, 4, h, w) and mask channel (B, 1, h, w)."""
+        if masked:
+            z_in = self.ae.encode(x * (1 - self.pix_mask))                     # lower face blanked to grey
+            return z_in, self.lat_mask.expand(len(x), -1, -1, -1)
+        z_in = self.ae.encode(x)
+        return z_in, torch.zeros_like(z_in[:, :1])
 
     def edit(self, target, refs, p, masked=True):
         """Edit uint8 frames with lips vectors p (B, 12) -> output latent (B, 4, h, w)."""

@@ -27,7 +27,6 @@ from flashsync.audio import MELS_PER_FRAME, SILENCE, log_mel
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.face import crop
 from flashsync.nn import to_float, to_uint8
-from flashsync.pose import euler
 from flashsync.util import UserError
 
 REF_SPAN = 100         # reference frames are spread over a video's first 4 s (a live stream sees no more)
@@ -120,11 +119,8 @@ class LipSync:
     @torch.no_grad()
     def _sample(self, mel, noise, steps, lookahead):
         """Batched flow sampling: mel (B, 4(n + 2), 80), noise (B, n, 12) -> raw poses (B, n, 12)."""
-        f = self.flow
-        b = mel.shape[0]
-        r = ((self.ref_poses - f.mean) / f.std).expand(b, -1, -1)
-        x = euler(lambda x, t: f.velocity(x, t.expand(b), mel, r, lookahead), noise, steps)
-        return x * f.std + f.mean
+        refs = self.ref_poses.expand(mel.shape[0], -1, -1)
+        return self.flow.sample(mel, refs, noise.shape[1], steps, lookahead, noise=noise)
 
     @torch.no_grad()
     def poses(self, audio, steps=6, seed=0, lookahead=-1, context=CONTEXT, batch=64):
@@ -178,13 +174,7 @@ class LipSync:
     def _step(self, crops, poses, ref_feat):
         """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            x = to_float(crops)                                       # (B, 3, R, R), channels_last in memory
-            if self.masked:
-                z_in = self.ae.encode(x * (1 - self.base.pix_mask))
-                mask = self.base.lat_mask.expand(len(x), -1, -1, -1)
-            else:
-                z_in = self.ae.encode(x)
-                mask = torch.zeros_like(z_in[:, :1])
+            z_in, mask = self.base.encode_target(to_float(crops), self.masked)   # channels_last in memory
             z = self.net(z_in, mask, None, poses, refs=ref_feat.to(z_in.dtype))
             return to_uint8(self.ae.decode(z).float())
 

@@ -155,10 +155,12 @@ class PoseFlow(nn.Module):
         return F.mse_loss(v, x1 - eps)
 
     @torch.no_grad()
-    def sample(self, mel, refs, n_frames, steps=6, lookahead=-1, generator=None):
-        """Lips vectors (B, T, 12) for log-mel (B, 4T, 80) and reference poses (B, K, 12), raw scale."""
+    def sample(self, mel, refs, n_frames, steps=6, lookahead=-1, generator=None, noise=None):
+        """Lips vectors (B, T, 12) for log-mel (B, >= 4T, 80) and reference poses (B, K, 12), raw scale.
+        noise: the starting point (B, T, 12), drawn from `generator` when not given."""
         b = mel.shape[0]
-        x0 = torch.randn(b, n_frames, self.cfg.lips_dim, generator=generator, device=mel.device)
+        x0 = noise if noise is not None else torch.randn(b, n_frames, self.cfg.lips_dim, generator=generator,
+                                                         device=mel.device)
         r = (refs - self.mean) / self.std
         x1 = euler(lambda x, t: self.velocity(x, t.expand(b), mel, r, lookahead), x0, steps)
         return x1 * self.std + self.mean
