@@ -21,10 +21,10 @@ from flashsync.util import UserError, run_main
 # defaults: override with config/<name>.py or --key=value
 out_dir = ""                 # default: data/synth for synth, data/video for video
 resolution = 64              # crop size R (64 for the CPU demo; 128 or 256 on a GPU)
-seed = 0
+seed = 0                     # synth: which speech, emotion, motion and occluders each clip gets
 # synth
 identities = 100             # identity i goes to train/val/test by i % 10 (8/1/1)
-clips_per_identity = 2
+clips_per_identity = 2       # clips of each identity (different speech, emotion, motion)
 seconds = 6.0                # per clip
 occluder_prob = 0.25         # chance a clip has a hand or microphone crossing the face
 nsv = 0.3                    # chance each speech event is a laugh or a sigh instead
@@ -34,7 +34,7 @@ boxes = ""                   # or a text file with one box per frame (from any d
 audio = ""                   # speech to use instead of the video's own audio track
 split = "train"              # split the clips of real videos go to
 # sync
-syncnet = "out/syncnet/ckpt.pt"
+syncnet = "out/syncnet/ckpt.pt"   # the sync expert that checks a dataset
 fix = False                  # shift the audio of clips found out of sync
 min_confidence = 0.1         # LSE-C below this: the offset is a guess, leave the clip alone
 # -----------------------------------------------------------------------------

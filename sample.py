@@ -5,8 +5,9 @@
 
 The face box (x,y,w,h in pixels, first frame) is tracked through the video; the
 crops go through the mask-free editor driven by lips poses that the pose model
-samples from the audio, and only the lower face is pasted back, feathered, so
-every other pixel is the source's. The output has the driving audio and its
+samples from the audio, and only what the edit changed around the mouth is
+pasted back, at the video's resolution and feathered, so every other pixel is the
+source's (face.paste). The output has the driving audio and its
 length: a shorter video plays forwards, backwards, forwards ... to cover it; a
 longer one is cut. Frames are decoded, edited and encoded in chunks of `batch`,
 so memory stays flat however long the input. Without --box the whole frame is
@@ -24,7 +25,7 @@ from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
 from flashsync.audio import load_audio
 from flashsync.config import configure
 from flashsync.lipsync import LipSync, reference_crops
-from flashsync.util import UserError, check_file, run_main
+from flashsync.util import UserError, check_file, check_output, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
@@ -32,11 +33,12 @@ video = ""                        # input video (any container av reads) or a st
 audio = ""                        # driving speech (any format; resampled to 16 kHz mono)
 box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
 boxes = ""                        # or a text file with one box per frame (from any detector)
-out = "out/sample.mp4"
+out = "out/sample.mp4"            # the dubbed mp4 (never one of the inputs)
 editor = "out/refine/ckpt.pt"     # mask-free editor (or a masked 'editor' checkpoint)
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 steps = 6                         # Euler steps of the pose sampler
-seed = 0
+guidance = 2.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
+seed = 0                          # the pose sampler's noise
 lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
 compare = False                   # write source | output side by side
 batch = 16                        # frames edited at once
@@ -74,6 +76,8 @@ def main():
     if not out.lower().endswith(".mp4"):
         raise UserError(f"--out {out}: the output is an mp4 file; give a name ending in .mp4")
     check_file(audio, "audio file")
+    check_output(out, {"input video": video, "driving audio": audio, "box file": boxes, "editor checkpoint": editor,
+                       "pose checkpoint": pose})
     info = vid.probe(video)                              # missing, unreadable, no video stream: one line
     wave = load_audio(audio)                             # any rate and channel count; zero length: one line
     n_out = max(1, round(wave.shape[0] / SAMPLES_PER_FRAME))
@@ -83,7 +87,7 @@ def main():
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
-    lips = LipSync.load(editor, pose, dev, fast=fast, batch=batch)
+    lips = LipSync.load(editor, pose, dev, fast=fast, batch=batch, guidance=guidance)
     res = lips.resolution
     still = info.frames == 1
     where = face.Boxes(first, per_frame, fixed=not box and not boxes or still)
@@ -104,9 +108,9 @@ def main():
         while done < n_out:                           # ping_pong never runs dry
             chunk = [(frame, where(i, frame)) for i, frame in itertools.islice(source, batch)]
             crops = np.stack([face.crop(f, b, res) for f, b in chunk])
-            edited = lips.edit(crops, poses[done:done + len(chunk)]).numpy()
-            for (frame, b), crop in zip(chunk, edited):
-                result = face.paste(frame, crop, b)
+            edited, recon = lips.edit(crops, poses[done:done + len(chunk)], recon=True)
+            for (frame, b), crop, rec in zip(chunk, edited.numpy(), recon.numpy()):
+                result = face.paste(frame, crop, b, rec)
                 writer.write(np.concatenate([frame, result], 1) if compare else result)
             done += len(chunk)
             report(done)

@@ -29,7 +29,7 @@ from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
 from flashsync.audio import LogMelStream, load_audio
 from flashsync.config import configure
 from flashsync.lipsync import CONTEXT, MEL_REACH, LipSync, reference_crops
-from flashsync.util import UserError, run_main
+from flashsync.util import UserError, check_output, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
@@ -37,21 +37,22 @@ video = ""                        # a video file played at real-time pace ...
 audio = ""                        # ... with this speech (any format)
 camera = ""                       # ... or a capture device: /dev/video0 (Linux), "0" (macOS), "video=Name" (Windows)
 mic = ""                          # the microphone: "default" or hw:0 (Linux), ":0" (macOS), "audio=Name" (Windows)
-list_devices = False
+list_devices = False              # print the capture devices and stop
 box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
 record = ""                       # mp4 to record the output (with the audio) to
 port = 8000                       # web page on http://host:port (0: none)
-host = "127.0.0.1"
-editor = "out/refine/ckpt.pt"
-pose = "out/pose/ckpt.pt"
+host = "127.0.0.1"                # loopback only; 0.0.0.0 serves the network
+editor = "out/refine/ckpt.pt"     # mask-free editor
+pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 lookahead = 2                     # frames of future audio the pose model waits for
-steps = 6
-seed = 0
+steps = 6                         # Euler steps of the pose sampler
+guidance = 2.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
+seed = 0                          # the pose sampler's noise
 seconds = 0.0                     # stop after this long (0: at the end of the file, or Ctrl-C)
 realtime = True                   # pace file input at 25 fps (False: as fast as possible, never drop)
 fast = False                      # the compiled step (CUDA: bf16 + CUDA graphs)
-device = "auto"
-threads = 0
+device = "auto"                   # auto | cpu | cuda
+threads = 0                       # CPU threads (0: torch's default)
 # -----------------------------------------------------------------------------
 
 CAPTURE = {"linux": ("v4l2", "alsa"), "darwin": ("avfoundation", "avfoundation"), "win32": ("dshow", "dshow")}
@@ -196,12 +197,15 @@ def main():
         raise UserError("--video needs the speech to drive it: --audio speech.wav")
     if record and not record.lower().endswith(".mp4"):
         raise UserError(f"--record {record}: give a name ending in .mp4")
+    if record:
+        check_output(record, {"input video": video, "driving audio": audio, "editor checkpoint": editor,
+                              "pose checkpoint": pose}, "--record")
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
     speech = load_audio(audio).numpy() if video else None
     info = vid.probe(video) if video else None
-    lips = LipSync.load(editor, pose, dev, fast=fast, batch=1)
+    lips = LipSync.load(editor, pose, dev, fast=fast, batch=1, guidance=guidance)
     source = file_source(video, speech) if video else capture_source(camera, mic)
     height, width = (info.height, info.width) if video else (None, None)
 
@@ -229,8 +233,8 @@ def main():
         nonlocal writer, last, done, dropped, heard, heard_from
         if edit:
             p = lips.pose_windows(heard, [t], steps, seed, lookahead, CONTEXT, heard_from)
-            crop = lips.edit(face.crop(frame, box, lips.resolution)[None], p)[0].numpy()
-            last = face.paste(frame, crop, box)
+            edited, recon = lips.edit(face.crop(frame, box, lips.resolution)[None], p, recon=True)
+            last = face.paste(frame, edited[0].numpy(), box, recon[0].numpy())
         else:
             dropped += 1
             last = last if last is not None else frame

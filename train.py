@@ -30,40 +30,43 @@ from flashsync.util import UserError, atomic_path, run_main
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
 model = "ae"                      # ae | editor | refine | pose | syncnet
-data_dir = "data/synth"
-out_dir = "out/ae"
+data_dir = "data/synth"           # a dataset made by data.py
+out_dir = "out/ae"                # checkpoint, log and sample images go here
 init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
 resume = False                    # continue from out_dir/ckpt.pt
 # autoencoder
 factor = 4                        # 4 at 64-128 px, 8 from 256 px
-ae_channels = (16, 32, 64)
+ae_channels = (16, 32, 64)        # per level, full resolution first (log2(factor) + 1 levels)
 # editor
-refs = 4
-lips_dim = 12
-lips_noise = 0.2
-editor_channels = (64, 128)
+refs = 4                          # K reference frames of the same video
+lips_dim = 12                     # the lips-pose vector
+lips_noise = 0.2                  # bottleneck noise on the unit-norm lips vector (training only)
+editor_channels = (64, 128)       # UNet widths at latent resolution and half of it
 # pose (audio -> lips vectors)
-pose_dim = 128
-pose_layers = 4
+pose_dim = 128                    # transformer width
+pose_layers = 4                   # flow transformer blocks
 seq_len = 50                      # frames per training window (2 s)
+audio_augment = True              # train on random recordings of the speech: level, noise floors, rooms, bands
+phoneme_weight = 0.3              # auxiliary loss: name SynthTalk's phoneme of each frame from the audio (0: off)
+audio_drop = 0.15                 # chance a window trains without audio, for guidance at sampling (0: off)
 # optimisation
-batch_size = 16
-max_steps = 2500
-lr = 2e-3
-min_lr = 1e-4
-warmup = 50
+batch_size = 16                   # per process (DDP: per GPU)
+max_steps = 2500                  # optimiser steps
+lr = 2e-3                         # peak learning rate (AdamW) after warmup
+min_lr = 1e-4                     # cosine decay ends here
+warmup = 50                       # steps of linear warmup
 weight_decay = 0.0
-grad_clip = 1.0
-ema = 0.999
+grad_clip = 1.0                   # max gradient norm (0: off)
+ema = 0.999                       # EMA decay of the weights that are evaluated and saved
 # eval, logging, checkpoints
-eval_every = 500
-eval_batches = 4
-log_every = 50
-seed = 0
+eval_every = 500                  # steps between val loss, sample image and checkpoint
+eval_batches = 4                  # val batches per evaluation
+log_every = 50                    # steps between log lines
+seed = 0                          # data order and initialisation
 # system
 device = "auto"                   # auto | cpu | cuda
 dtype = "bfloat16"                # autocast dtype on CUDA (float32 to turn autocast off)
-compile = False
+compile = False                   # torch.compile the model
 threads = 0                       # CPU threads (0: torch's default)
 # -----------------------------------------------------------------------------
 
@@ -129,24 +132,41 @@ def demo():
 
 
 def demo_video(run):
-    """out/demo.mp4: test identity 9 (rendered at 256 px) speaking test identity 19's words."""
+    """out/demo.mp4: test identity 9 (rendered at 256 px) speaking test identity 19's words; how well the
+    mouth follows them, and how cleanly the 64 px edit was pasted into the 256 px video."""
     import numpy as np
-    from flashsync import synth
+    from flashsync import metrics, synth
     from flashsync.audio import save_audio
     from flashsync.video import VideoWriter, read_frames
     src = synth.make_clip(9, 0, seconds=6.0, res=256)
     drv = synth.make_clip(19, 1, seconds=6.0, res=64)
-    with VideoWriter("out/demo_source.mp4", 256, 256, audio=src["audio"]) as w:
-        for frame in src["video"]:
-            w.write(frame)
+
+    def write(path, frames, audio=None):
+        with VideoWriter(path, frames.shape[2], frames.shape[1], audio=audio) as w:
+            for frame in frames:
+                w.write(frame)
+
+    write("out/demo_source.mp4", src["video"], src["audio"])
     save_audio("out/demo_speech.wav", drv["audio"])
+    save_audio("out/demo_silence.wav", np.zeros_like(drv["audio"]))
     run("sample.py", "--video=out/demo_source.mp4", "--audio=out/demo_speech.wav", "--out=out/demo.mp4", "--compare")
+    run("sample.py", "--video=out/demo_source.mp4", "--audio=out/demo_silence.wav", "--out=out/demo_silence.mp4")
     out = np.stack([f[:, 256:] for f in read_frames("out/demo.mp4")])
-    opening = synth.read_mouth(out)["open"]
-    n = min(len(opening), len(drv["gt"]["open"]))
-    r = lambda gt: float(np.corrcoef(opening[:n], np.asarray(gt)[:n])[0, 1])
+    source = np.stack(list(read_frames("out/demo_source.mp4")))
+    n = min(len(out), len(source), len(drv["gt"]["open"]))
+    opening = synth.read_mouth(out[:n])["open"]
+    r = lambda gt: float(np.corrcoef(opening, np.asarray(gt)[:n])[0, 1])
     print(f"out/demo.mp4: mouth opening (analytic reader) vs the driving clip's truth r = {r(drv['gt']['open']):.3f}, "
           f"vs the source video's r = {r(src['gt']['open']):.3f}", flush=True)
+    # paste-back at 256 px, against the codec floor: the source frames through the same writer, unedited
+    write("out/demo_floor.mp4", np.concatenate([source, source], 2))
+    floor = np.stack([f[:, 256:] for f in read_frames("out/demo_floor.mp4")])[:n]
+    boxes = src["gt"]["lower_face_box"][:n], src["gt"]["mouth_box"][:n]
+    got, ref = metrics.paste_quality(out[:n], source[:n], *boxes), metrics.paste_quality(floor, source[:n], *boxes)
+    silent = np.stack(list(read_frames("out/demo_silence.mp4")))
+    print(f"paste-back at 256 px: lower face outside the mouth {got['outside_mouth_db']:.1f} dB (codec floor "
+          f"{ref['outside_mouth_db']:.1f} dB), sharpness {got['sharpness']:.2f} of the source's; driven by silence "
+          f"the mouth reads open in {100 * metrics.lipleak(silent):.1f} % of frames (LipLeak)", flush=True)
     print("== python -m flashsync.eval --ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt --lookahead=-1 "
           "(the full table, streaming rows too: python -m flashsync.eval)", flush=True)
     run("-m flashsync.eval", "--ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt", "--lookahead=-1",

@@ -12,7 +12,6 @@ Normalisation is a fixed affine map (MEL_MEAN, MEL_STD), never per-clip
 statistics, so a streamed log-mel equals the offline one bit for bit.
 """
 import math
-import warnings
 
 import numpy as np
 import soundfile as sf
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from flashsync import SR, SAMPLES_PER_FRAME
-from flashsync.util import UserError, atomic_path, check_file
+from flashsync.util import UserError, atomic_path, check_file, warn
 
 N_FFT = 512
 WIN = 400                      # 25 ms
@@ -102,10 +101,16 @@ def load_audio(path, sr=SR):
         data, rate = _read_av(path)
     if data.shape[1] == 0:
         raise UserError(f"{path}: audio has zero length (no samples)")
-    mono = torch.from_numpy(np.ascontiguousarray(data)).mean(0)   # mix down: mean of channels
+    data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    bad = ~torch.isfinite(data)
+    if bad.any():                      # a broken float file: NaN or inf samples would poison every frame
+        warn(f"{path}: {int(bad.sum())} of {data.numel()} samples are not numbers (NaN or inf); "
+             f"treated as silence")
+        data = torch.where(bad, 0.0, data)
+    mono = data.mean(0)                                               # mix down: mean of channels
     audio = resample(mono, int(rate), sr).clamp(-1, 1)
     if audio.abs().max() < 1e-4:
-        warnings.warn(f"{path}: audio is silent; the mouth will stay closed", stacklevel=2)
+        warn(f"{path}: audio is silent; the mouth will stay closed")
     return audio
 
 

@@ -2,8 +2,9 @@
 
 Random weights (speed does not depend on training) in the architecture of the shipped configs:
 config/*_synth.py up to 128 px (f = 4), config/*_gpu.py from 256 px (f = 8, wider). Per row: ms per frame of each stage in
-eager mode (encode, pose amortised over 10 s of audio, edit, decode), then the whole
-per-frame step (uint8 crop -> uint8 crop) end to end, eager and fast (LipSync's compiled
+eager mode (encode, pose amortised over 10 s of audio with audio guidance, edit, decode of the edited
+and the unedited latent, both of which paste-back needs), then the whole per-frame step (uint8 crop
+-> the two uint8 crops) end to end, eager and fast (LipSync's compiled
 step; on CUDA also bf16 + CUDA graphs). Every time is the median of `repeats` timed runs
 after warm-up; the first call's time (compilation) is reported on its own.
 """
@@ -21,12 +22,12 @@ from flashsync.pose import PoseConfig, PoseModel
 from flashsync.util import UserError, run_main
 
 # -----------------------------------------------------------------------------
-res = "64,128,256"
-batches = "1,16"
-modes = "eager,fast"
-repeats = 30
-device = "auto"
-threads = 0
+res = "64,128,256"        # crop sizes to time
+batches = "1,16"          # frames per call: 1 is live streaming, 16 batched offline
+modes = "eager,fast"      # fast: LipSync's compiled static-shape step
+repeats = 30              # timed runs per number (the median is reported)
+device = "auto"           # auto | cpu | cuda
+threads = 0               # CPU threads (0: torch's default)
 # -----------------------------------------------------------------------------
 
 
@@ -58,7 +59,8 @@ def build(r, dev, fast, batch):
     ae = Autoencoder(AEConfig(resolution=r, factor=4 if small else 8,
                               channels=(16, 32, 64) if small else (64, 128, 256, 256)))
     editor = Editor(EditorConfig(resolution=r, channels=(64, 128) if small else (128, 256)), ae)
-    lips = LipSync(Refiner(editor), PoseModel(PoseConfig(), editor.lips), device=dev, fast=fast, batch=batch)
+    pose = PoseModel(PoseConfig(audio_drop=0.15), editor.lips)         # as trained: sampled with audio guidance
+    lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
     lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))
     return lips
 
@@ -69,7 +71,7 @@ def bench_row(r, batch, dev, mode, repeats):
     crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, device=dev)
     poses = torch.randn(batch, 12, device=dev)
     row = dict(res=r, batch=batch, mode=mode)
-    e2e, first = timed(lambda: lips.edit(crops, poses), dev, repeats)
+    e2e, first = timed(lambda: lips.edit(crops, poses, recon=True), dev, repeats)   # what sample.py pastes
     row.update(e2e_ms=1000 * e2e / batch, fps=batch / e2e, first_s=first)
     if mode == "eager":                               # the stages, one by one
         x = to_float(crops)
@@ -77,7 +79,7 @@ def bench_row(r, batch, dev, mode, repeats):
         zero = torch.zeros_like(z[:, :1])
         row["encode_ms"] = 1000 * timed(lambda: lips.ae.encode(x), dev, repeats)[0] / batch
         row["edit_ms"] = 1000 * timed(lambda: lips.net(z, zero, None, poses, refs=lips.ref_feat), dev, repeats)[0] / batch
-        row["decode_ms"] = 1000 * timed(lambda: lips.ae.decode(z), dev, repeats)[0] / batch
+        row["decode_ms"] = 1000 * timed(lambda: lips.ae.decode(torch.cat([z, z])), dev, repeats)[0] / batch
         audio = torch.randn(10 * 16000) * 0.1
         row["pose_ms"] = 1000 * timed(lambda: lips.poses(audio), dev, 3)[0] / 250      # offline, per frame
     return row

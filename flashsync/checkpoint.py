@@ -50,13 +50,17 @@ def build(kind, cfg, init):
         return Refiner(editor)
     if kind == "pose":
         from flashsync.pose import PoseConfig, PoseModel
+        from flashsync.speech import NAMES
         if init is None or init["kind"] != "editor":
             raise UserError("the pose model needs the trained masked editor (its lips encoder): "
                             "--init_from=out/editor/ckpt.pt")
         editor = build("editor", init["config"], init.get("init"))
         editor.load_state_dict(init["ema"])
         return PoseModel(PoseConfig(dim=cfg["pose_dim"], flow_layers=cfg["pose_layers"], refs=cfg["refs"],
-                                    lips_dim=cfg["lips_dim"]), editor.lips)
+                                    lips_dim=cfg["lips_dim"], augment=cfg.get("audio_augment", False),
+                                    phonemes=len(NAMES) if cfg.get("phoneme_weight", 0) > 0 else 0,
+                                    phoneme_weight=cfg.get("phoneme_weight", 0.0),
+                                    audio_drop=cfg.get("audio_drop", 0.0)), editor.lips)
     if kind == "syncnet":
         from flashsync.syncnet import SyncConfig, SyncNet
         return SyncNet(SyncConfig())

@@ -6,14 +6,17 @@ A script lists typed defaults as module globals, then calls
 
 which applies, in order, each `config/<name>.py` named on the command line
 (plain Python executed into the script's globals) and each `--key=value` or
-`--key value` override. Keys must already exist with a default; values are
+`--key value` override. `-h` or `--help` prints the script's docstring and every
+setting with its default and the comment beside it in the script, then exits. Keys must already exist with a default; values are
 converted to the default's type. Unknown keys and values of the wrong type are
 user errors (one clear line). Other words on the command line (a subcommand,
 input paths) are returned, in order, for the script to use.
 """
 import ast
 import difflib
+import io
 import sys
+import tokenize
 
 from flashsync.util import UserError
 
@@ -57,10 +60,47 @@ def _unknown(key, known):
     return UserError(f"unknown config key --{key}{hint}")
 
 
+def usage(scope):
+    """The script's docstring, then each setting (in the script's order) with its default and its comment."""
+    defaults = _known(scope)
+    lines = [(scope.get("__doc__") or "").strip(), "",
+             "options (defaults below; override with config/<name>.py files and --key=value):"]
+    try:
+        source = open(scope["__file__"]).read()
+    except (KeyError, OSError):
+        source = ""
+    # comments by line number: beside a setting it explains it, on an indented line below it
+    # goes on explaining, at the start of the line above it names a group of settings
+    comments = {t.start[0]: (t.start[1], t.string.lstrip("#").strip())
+                for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+    text = source.splitlines()
+    seen = set()
+    for node in ast.parse(source).body if source else []:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in defaults):
+            continue
+        key = node.targets[0].id
+        heading = comments.get(node.lineno - 1)
+        if heading and heading[0] == 0 and not heading[1].startswith(("---", "defaults")):
+            lines.append(f"  {heading[1]}:")
+        note = [comments[node.end_lineno][1]] if node.end_lineno in comments and comments[node.end_lineno][0] > 0 else []
+        k = node.end_lineno + 1
+        while k in comments and k <= len(text) and text[k - 1].lstrip().startswith("#") and comments[k][0] > 0:
+            note.append(comments[k][1])                       # an indented comment line continues the note
+            k += 1
+        lines.append(f"    --{key}={defaults[key]!r}" + (f"    {' '.join(note)}" if note else ""))
+        seen.add(key)
+    lines += [f"    --{key}={value!r}" for key, value in defaults.items() if key not in seen]
+    return "\n".join(lines)
+
+
 def configure(scope, argv=None):
     """Apply config files and overrides to `scope` in place; return the other arguments."""
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = _known(scope)
+    if "-h" in argv or "--help" in argv:
+        print(usage(scope))
+        sys.exit(0)
     rest = []
     i = 0
     while i < len(argv):

@@ -146,7 +146,8 @@ class FrameSampler:
     batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n, K, R, R, 3) uint8,
     other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,));
     with length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
-    the L-frame window that holds the target.
+    the L-frame window that holds the target, and phoneme (n, L) int64: SynthTalk's phoneme id
+    of each frame (-1 for clips without ground truth, such as real videos).
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
     """
@@ -155,11 +156,18 @@ class FrameSampler:
         self.root, self.refs, self.length = root, refs, length
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
+        self.phonemes = None
+        if length > 1:                                   # what the speech says, frame by frame, where it is known
+            self.phonemes = []
+            for c, f in zip(self.clips, self.frames):
+                with open(os.path.join(root, "clips", c["name"], "meta.json")) as fh:
+                    gt = json.load(fh).get("gt", {})
+                self.phonemes.append(np.asarray(gt.get("phoneme", np.full(len(f), -1)), np.int64))
 
     def batch(self, n, generator):
         clip = torch.randint(len(self.clips), (n,), generator=generator).tolist()
         u = torch.rand(n, self.refs + 2, generator=generator)
-        target, refs, other, frame, video, audio = [], [], [], [], [], []
+        target, refs, other, frame, video, audio, phoneme = [], [], [], [], [], [], []
         for i, c in enumerate(clip):
             f = self.frames[c]
             t = min(int(u[i, 0] * len(f)), len(f) - 1)
@@ -172,11 +180,13 @@ class FrameSampler:
             if self.length > 1:
                 s = max(0, min(t, len(f) - self.length))
                 video.append(f[s:s + self.length])
+                phoneme.append(self.phonemes[c][s:s + self.length])
                 path = os.path.join(self.root, "clips", self.clips[c]["name"], "audio.wav")
                 audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
                                      dtype="float32")[0])
         out = dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))
         if self.length > 1:
-            out.update(video=torch.from_numpy(np.stack(video)), audio=torch.from_numpy(np.stack(audio)))
+            out.update(video=torch.from_numpy(np.stack(video)), audio=torch.from_numpy(np.stack(audio)),
+                       phoneme=torch.from_numpy(np.stack(phoneme)))
         return out

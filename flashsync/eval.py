@@ -41,7 +41,7 @@ import time
 import numpy as np
 import torch
 
-from flashsync import FPS, face, metrics, synth
+from flashsync import FPS, face, metrics, realspeech, synth
 from flashsync.autoencoder import psnr
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.config import configure
@@ -167,7 +167,7 @@ def oracle(clip, mouth):
 def silent_mouth(n):
     """The mouth at rest, as speech.py draws pauses, for n frames."""
     return {k: np.full(n, v, np.float32) for k, v in zip(("open", "width", "round", "teeth"),
-                                                         np.clip(PHONEMES["sil"][1], 0, 1))}
+                                                         np.clip(PHONEMES["sil"].mouth, 0, 1))}
 
 
 def flashlips(lips, steps=6, lookahead=-1):
@@ -262,11 +262,19 @@ data_dir = "data/synth"
 ckpt = ""                # comma-separated checkpoints of any kind; empty: the demo's, those of out/ that exist
 syncnet = ""             # the sync expert (empty: out/syncnet/ckpt.pt if it exists)
 steps = 6                # Euler steps of the pose sampler
+guidance = 2.0           # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 lookahead = 2            # streaming lookahead in frames, a row beside offline (-1: offline only)
 pairs = 200              # source/donor pairs for the stage-1 editor rows
+synthtalk = True         # the SynthTalk suite (false: the stage-1 and real-speech rows only)
+speech = ""              # folder of real speech with phoneme times (default ../shared/media/speech when present;
+                         # "none" to skip): closure, opening and pause-open, see flashsync/realspeech.py
+speech_faces = 2         # test faces each speech file drives
+noises = "white,pink,brown,hum,breath"   # noise floors mixed into the speech ("" for none)
+noise_db = "-60,-45,-30" # their levels, dB RMS re the speech's peak
 out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
 DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt")
+SPEECH = "../shared/media/speech"
 
 
 def table(rows, keys):
@@ -312,14 +320,18 @@ def main():
         if lookahead >= 0:
             methods[f"FlashLips streaming ({lookahead * 40 + 80} ms){tag}"] = flashlips(lips, steps, lookahead)
     methods.update(METHODS_FIXED)
-    rows = suite(methods, clips, expert)
-    result["suite"] = rows
-    keys = ["psnr", "ssim", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c",
-            "lipscore", "id_psnr", "flicker", "occ_psnr"]
-    print(f"\nSynthTalk test set: {len(clips)} clips, each driven by its own speech, by another identity's "
-          f"and by silence{'' if expert else ' (no sync expert: train one with python train.py config/syncnet_synth.py)'}:")
-    print(table(rows, [k for k in keys if any(k in r for r in rows.values())]))
-    if expert is not None:
+    if synthtalk:
+        rows = suite(methods, clips, expert)
+        result["suite"] = rows
+        keys = ["psnr", "ssim", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c",
+                "lipscore", "id_psnr", "flicker", "occ_psnr"]
+        print(f"\nSynthTalk test set: {len(clips)} clips, each driven by its own speech, by another identity's "
+              f"and by silence{'' if expert else ' (no sync expert: train one with python train.py config/syncnet_synth.py)'}:")
+        print(table(rows, [k for k in keys if any(k in r for r in rows.values())]))
+    folder = speech or (SPEECH if os.path.isdir(SPEECH) else "none")
+    if folder != "none":
+        result["speech"] = speech_tables(methods, clips, folder)
+    if synthtalk and expert is not None:
         result["expert"] = expert_report(expert, clips)
         e = result["expert"]
         print(f"\nsync expert ({expert_path}): offset within 1 frame on {100 * e['offset_within_1']:.1f} % of "
@@ -333,11 +345,29 @@ def main():
         print(f"wrote {out}")
 
 
+def speech_tables(methods, clips, folder):
+    """The real-speech rows (flashsync/realspeech.py): print them, return them."""
+    files = realspeech.load_speech(folder)
+    chosen = {k: m for k, m in methods.items() if k != "oracle"}      # no truth mouth exists for real speech
+    kinds = [k for k in noises.split(",") if k]
+    levels = [float(v) for v in noise_db.split(",") if v] if kinds else []
+    r = realspeech.report(chosen, clips, files, speech_faces, kinds, levels)
+    rows = {f"{m} · {f}": v for m, per in r["clean"].items() for f, v in per.items()}
+    print(f"\nReal speech ({folder}: {len(files)} files, each driving {speech_faces} test faces): closure on p/b/m "
+          f"(high is good), opening on open vowels (high), open mouth in pauses (low):")
+    print(table(rows, list(realspeech.RATES)))
+    for m, conds in r["noisy"].items():
+        if conds:
+            print(f"\n{m}, the same speech with a noise floor (mean over files; pauses found on the clean audio):")
+            print(table(conds, list(realspeech.RATES)))
+    return r
+
+
 def _pair(pose_path, editors):
     """A LipSync of the pose model and the first editor whose lips encoder it was trained on."""
     for e in editors:
         try:
-            return LipSync.load(e, pose_path)
+            return LipSync.load(e, pose_path, guidance=guidance)
         except UserError:
             continue
     raise UserError(f"{pose_path}: give the editor it was trained on in --ckpt (e.g. out/refine/ckpt.pt)")

@@ -11,16 +11,19 @@ real crops:
               cannot leak into an edit.
   MOUTH       a tighter box around the lips (with room for head motion): for
               mouth-weighted losses, the lips encoder and the mouth reader.
+  PASTE       the most a lip-sync edit may change when pasted back: MOUTH with a
+              margin for its feathered edge (see paste()).
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flashsync.util import UserError, check_file
+from flashsync.util import UserError, check_file, warn
 
 LOWER_FACE = (0.12, 0.56, 0.88, 1.0)
 MOUTH = (0.30, 0.60, 0.70, 0.80)
+PASTE = (0.24, 0.55, 0.76, 0.87)
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -64,12 +67,17 @@ def square(box):
 
 
 def check_box(box, width, height):
-    """Refuse a box that is mostly outside a width x height frame (a little outside is padded)."""
+    """Refuse a box that lies entirely outside a width x height frame. One that crosses an edge is
+    fine, as faces near the edge are common: the crop repeats the edge pixels, and paste() writes
+    back only the part inside the frame."""
     x, y, w, h = square(box)
     inside = max(0, min(x + w, width) - max(x, 0)) * max(0, min(y + h, height) - max(y, 0))
-    if inside < 0.5 * w * h:
+    if inside <= 0:
         raise UserError(f"box {','.join(str(int(v)) for v in box)} lies outside the {width}x{height} frame "
-                        f"(x+w must be <= {width}, y+h <= {height}); pick a box around the face")
+                        f"(x must be < {width}, y < {height}, x+w > 0, y+h > 0); pick a box around the face")
+    if inside < 0.5 * w * h:
+        warn(f"box {','.join(str(int(v)) for v in box)} is mostly outside the {width}x{height} frame; "
+             f"its crop repeats the frame's edge pixels")
 
 
 def region(frac, size):
@@ -96,19 +104,19 @@ def region_mask(frac, size, feather=0):
 # ----------------------------------------------------------------------------- crop and paste
 
 def _grab(frame, x0, y0, x1, y1):
-    """frame[y0:y1, x0:x1] with edge replication where the window leaves the frame."""
+    """frame[y0:y1, x0:x1] with edge replication where the window leaves the frame (even entirely)."""
     h, w = frame.shape[:2]
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    part = frame[cy0:cy1, cx0:cx1]
-    pad = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1)) + ((0, 0),) * (frame.ndim - 2)
-    return np.pad(part, pad, mode="edge") if any(p for pair in pad for p in pair) else part
+    if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:
+        return frame[y0:y1, x0:x1]
+    ys, xs = np.clip(np.arange(y0, y1), 0, h - 1), np.clip(np.arange(x0, x1), 0, w - 1)
+    return frame[np.ix_(ys, xs)]
 
 
-def _resize(image, h, w):
-    """(H, W, C) uint8 or float -> (h, w, C) float tensor, bilinear with antialiasing."""
+def _resize(image, h, w, mode="bilinear"):
+    """(H, W, C) uint8 or float -> (h, w, C) float tensor; bilinear with antialiasing, or bicubic (to enlarge)."""
     t = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     if t.shape[-2:] != (h, w):
-        t = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        t = F.interpolate(t, size=(h, w), mode=mode, antialias=mode == "bilinear", align_corners=False)
     return t[0].permute(1, 2, 0)
 
 
@@ -121,29 +129,79 @@ def crop(frame, box, size):
     return out.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def paste(frame, face, box, frac=LOWER_FACE, feather=0.08):
-    """Blend an edited (R, R, 3) crop back into a copy of the full frame.
+def _soft(x, lo, hi):
+    """0 below lo, 1 above hi, smooth in between."""
+    t = ((x - lo) / (hi - lo)).clamp(0, 1)
+    return t * t * (3 - 2 * t)
 
-    Only `frac` of the crop (default: the lower face, which is what an editor
-    changes) is blended, with a linear feather of `feather` x box size, so there
-    is no seam; every pixel outside that region is the source pixel, untouched.
+
+def _grow(m, k):
+    """Dilate a (R, R) mask by k pixels, then soften its edge over k pixels."""
+    m = F.max_pool2d(m[None, None], 2 * k + 1, 1, k)
+    return F.avg_pool2d(m, 2 * k + 1, 1, k, count_include_pad=False)[0, 0]
+
+
+def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(12.0, 32.0)):
+    """Where an edited crop must be pasted -> masks m, g (R, R) in [0, 1], inside `region`.
+
+    m: the edit changed something: mean |face - recon| over a 3x3 neighbourhood above 3-10
+       grey levels (recon: the crop through the autoencoder unedited); add the change there.
+    g <= m: the mouth must be replaced: it changed a lot, or, inside MOUTH, the source crop
+       differs strongly (12-32 grey levels) from the edited one (an old open mouth where the
+       edit closed it; the autoencoder blurs it, so the change alone can miss its corners).
+       Take the edited pixels there, so nothing of the old mouth shows through.
+    Both grown by R/32, softened, and kept inside `region`, feathered by R/16.
+    """
+    r = face.shape[0]
+    f = lambda a: torch.as_tensor(np.asarray(a)).float()
+    near = lambda d: F.avg_pool2d(d.abs().mean(-1)[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
+    changed = near(f(face) - f(recon))                                      # (R, R) grey levels
+    old = near(f(face) - f(source)) * region_mask(MOUTH, r, feather=r / 32)
+    k = max(1, r // 32)
+    keep = region_mask(region, r, feather=r / 16)
+    m = _grow(_soft(torch.maximum(changed, old), *change), k) * keep
+    g = torch.minimum(_grow(_soft(torch.maximum(changed, old), *replace), k) * keep, m)
+    return m, g
+
+
+def paste(frame, face, box, recon=None, region=PASTE):
+    """Paste what an edit changed back into a copy of the full (H, W, 3) frame, at the frame's resolution.
+
+    face: the edited (R, R, 3) crop of `box`; recon: the same crop without the edit, through the
+    same autoencoder (None: the source crop itself). Only the change d = face - recon is pasted,
+    so the autoencoder's blur and colour errors cancel and the source keeps its own detail:
+
+        out = src + m * up(d) + g * (up(recon) - src)        (where g = m = 1: out = up(face))
+
+    with the soft masks of edit_masks() enlarged to the box (bicubic). Outside `region` of the box,
+    and wherever the edit changed nothing, every pixel is the source pixel. A box that crosses
+    the frame's edge is pasted where it lies inside the frame.
     """
     x, y, s, _ = square(box)
     x0, y0, s = int(round(x)), int(round(y)), int(round(s))
     H, W = frame.shape[:2]
-    big = _resize(face, s, s)                                        # (s, s, 3)
-    mask = region_mask(frac, s, feather=max(1.0, feather * s))[..., None]
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
     out = frame.copy()
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
     if cx1 <= cx0 or cy1 <= cy0:
         return out
-    win = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-    src = torch.from_numpy(frame[cy0:cy1, cx0:cx1]).float()
-    m = mask[win]
-    mixed = src * (1 - m) + big[win] * m
-    touched = (m[..., 0] > 0).numpy()
-    region_out = out[cy0:cy1, cx0:cx1]
-    region_out[touched] = mixed.round().clamp(0, 255).to(torch.uint8).numpy()[touched]
+    source = crop(frame, box, face.shape[0])
+    m, g = edit_masks(face, source if recon is None else recon, source, region)
+    rows, cols = np.nonzero((m > 0).numpy())                 # only the part of the box the masks touch
+    if len(rows) == 0:
+        return out
+    r = face.shape[0]
+    up = lambda im, mode="bicubic": _resize(im, s, s, mode)
+    m, g = up(m[..., None], "bilinear"), up(g[..., None], "bilinear")
+    fy0, fy1 = max(cy0, y0 + rows.min() * s // r), min(cy1, y0 + -(-(rows.max() + 1) * s // r))
+    fx0, fx1 = max(cx0, x0 + cols.min() * s // r), min(cx1, x0 + -(-(cols.max() + 1) * s // r))
+    if fy1 <= fy0 or fx1 <= fx0:
+        return out
+    win = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    src = torch.from_numpy(frame[fy0:fy1, fx0:fx1]).float()
+    rec = up(recon)[win]
+    d = up(face)[win] - rec
+    mixed = src + m[win] * d + g[win] * (rec - src)
+    out[fy0:fy1, fx0:fx1] = mixed.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 

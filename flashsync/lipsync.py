@@ -7,6 +7,8 @@ One object serves sample.py, stream.py and the evaluation, so they compute the s
     p = lips.poses(audio)                 # (T, 12): offline, overlapping windows blended
     p = lips.poses(audio, lookahead=2)    # streaming: frame t sees audio up to frame t + 2 (+ mel reach)
     out = lips.edit(crops, p[:B])         # (B, R, R, 3) uint8 -> (B, R, R, 3) uint8
+    out, rec = lips.edit(crops, p[:B], recon=True)   # and each crop through the autoencoder, unedited
+                                                     # (what face.paste needs to paste only the change)
 
 Noise. The flow starts every frame from its own Gaussian noise, drawn from a
 seed and the frame's index alone (blocks of 256 frames), so overlapping
@@ -68,13 +70,15 @@ def mel_span(mel, start, n):
 class LipSync:
     """A trained editor (mask-free `refine`, or the masked `editor`) driven by a trained pose model."""
 
-    def __init__(self, editor, pose=None, seq_len=50, device="cpu", fast=False, batch=16):
+    def __init__(self, editor, pose=None, seq_len=50, device="cpu", fast=False, batch=16, guidance=2.0):
         self.masked = not hasattr(editor, "teacher")
         self.base = editor if self.masked else editor.teacher        # holds the autoencoder and lips encoder
         self.net = editor.net.to(device).eval()
         self.ae = self.base.ae.to(device).eval()
         self.base.to(device)
         self.flow = pose.flow.to(device).eval() if pose is not None else None
+        # audio guidance needs a pose model trained with audio dropout; older ones sample unguided
+        self.guidance = guidance if self.flow is not None and self.flow.cfg.audio_drop > 0 else 1.0
         self.seq_len = seq_len
         self.device = device
         self.resolution = self.base.cfg.resolution
@@ -91,7 +95,7 @@ class LipSync:
             self.step = torch.compile(self._step, mode="reduce-overhead" if self.cuda else None, dynamic=False)
 
     @classmethod
-    def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16):
+    def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16, guidance=2.0):
         ed = load_checkpoint(editor_path)
         if ed["kind"] not in ("refine", "editor"):
             raise UserError(f"{editor_path} holds a {ed['kind']!r} model; --editor needs a 'refine' (mask-free) "
@@ -104,7 +108,7 @@ class LipSync:
         if any(not torch.equal(a, b) for a, b in zip(lips.state_dict().values(), pose.lips.state_dict().values())):
             raise UserError(f"{pose_path} was trained on another editor than {editor_path}; "
                             f"use the pose model trained with --init_from on this editor's masked editor")
-        return cls(editor, pose, pose_ckpt["config"]["seq_len"], device, fast, batch)
+        return cls(editor, pose, pose_ckpt["config"]["seq_len"], device, fast, batch, guidance)
 
     @torch.no_grad()
     def set_reference(self, crops):
@@ -120,7 +124,7 @@ class LipSync:
     def _sample(self, mel, noise, steps, lookahead):
         """Batched flow sampling: mel (B, 4(n + 2), 80), noise (B, n, 12) -> raw poses (B, n, 12)."""
         refs = self.ref_poses.expand(mel.shape[0], -1, -1)
-        return self.flow.sample(mel, refs, noise.shape[1], steps, lookahead, noise=noise)
+        return self.flow.sample(mel, refs, noise.shape[1], steps, lookahead, noise=noise, guidance=self.guidance)
 
     @torch.no_grad()
     def poses(self, audio, steps=6, seed=0, lookahead=-1, context=CONTEXT, batch=64):
@@ -171,28 +175,37 @@ class LipSync:
                 weight[s:s + w] += ramp
         return total / weight
 
-    def _step(self, crops, poses, ref_feat):
-        """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3)."""
+    def _step(self, crops, poses, ref_feat, recon=False):
+        """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3);
+        with recon, also the crops through the autoencoder alone, decoded in the same call -> (2B, R, R, 3)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            z_in, mask = self.base.encode_target(to_float(crops), self.masked)   # channels_last in memory
+            x = to_float(crops)
+            z_in, mask = self.base.encode_target(x, self.masked)         # channels_last in memory
             z = self.net(z_in, mask, None, poses, refs=ref_feat.to(z_in.dtype))
+            if recon:
+                z = torch.cat([z, self.ae.encode(x) if self.masked else z_in])
             return to_uint8(self.ae.decode(z).float())
 
     @torch.no_grad()
-    def edit(self, crops, poses):
-        """Edit uint8 face crops (B, R, R, 3) to the lips poses (B, 12) -> uint8 (B, R, R, 3) on the CPU."""
+    def edit(self, crops, poses, recon=False):
+        """Edit uint8 face crops (B, R, R, 3) to the lips poses (B, 12) -> uint8 (B, R, R, 3) on the CPU;
+        recon=True: (edited, the crops through the autoencoder without an edit)."""
         if self.ref_feat is None:
             raise RuntimeError("call set_reference() first")
         crops = torch.as_tensor(crops).to(self.device)
         poses = torch.as_tensor(poses, dtype=torch.float32).to(self.device)
+        n = len(crops)
         if not self.fast:
-            return self.step(crops, poses, self.ref_feat).cpu()
-        out = []
-        for i in range(0, len(crops), self.batch):                    # static shapes: pad the last chunk
+            out = self.step(crops, poses, self.ref_feat, recon).cpu()
+            return (out[:n], out[n:]) if recon else out
+        edited, recons = [], []
+        for i in range(0, n, self.batch):                               # static shapes: pad the last chunk
             c, p = crops[i:i + self.batch], poses[i:i + self.batch]
-            n = len(c)
-            if n < self.batch:
-                c = torch.cat([c, c[-1:].expand(self.batch - n, -1, -1, -1)])
-                p = torch.cat([p, p[-1:].expand(self.batch - n, -1)])
-            out.append(self.step(c, p, self.ref_feat)[:n].clone().cpu())   # copied before the next replay
-        return torch.cat(out)
+            k = len(c)
+            if k < self.batch:
+                c = torch.cat([c, c[-1:].expand(self.batch - k, -1, -1, -1)])
+                p = torch.cat([p, p[-1:].expand(self.batch - k, -1)])
+            o = self.step(c, p, self.ref_feat, recon)
+            edited.append(o[:k].clone().cpu())                          # copied before the next replay
+            recons.append(o[self.batch:self.batch + k].clone().cpu())
+        return (torch.cat(edited), torch.cat(recons)) if recon else torch.cat(edited)

@@ -13,6 +13,13 @@ model serves offline (full context) and streaming (a few frames ahead). Position
 convolutions are causal; the strided mel convolutions see about 1.5 frames
 ahead, so the true lookahead is the attention's plus ~2 frames.
 Sampling: a few Euler steps from Gaussian noise.
+
+Classifier-free guidance on the audio: training replaces a window's audio features by a
+learned null vector now and then (`audio_drop`), so the same network also learns how
+lips move with no audio at all; sampling extrapolates from that towards the audio,
+    v = v(x | no audio) + s * (v(x | audio) - v(x | no audio)),
+which, for s > 1, makes closures closed and open vowels open rather than hedged
+(as talking-head diffusion models guide on audio).
 """
 import dataclasses
 import math
@@ -22,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flashsync.audio import log_mel
+from flashsync.augment import augment, mask_bands
 from flashsync.nn import to_float
 
 
@@ -36,6 +44,10 @@ class PoseConfig:
     n_mels: int = 80
     max_lookahead: int = 8         # frames; training draws 0..max or full context
     full_context_prob: float = 0.5
+    augment: bool = True           # train on random recordings of the audio (level, noise, room; augment.py)
+    phonemes: int = 0              # > 0: an auxiliary head names each frame's phoneme from the audio features
+    phoneme_weight: float = 0.3    # weight of its cross-entropy, where the data knows the phonemes (SynthTalk)
+    audio_drop: float = 0.0        # chance a training window sees no audio (for classifier-free guidance)
 
 
 def timestep_embedding(t, dim):
@@ -121,19 +133,26 @@ class PoseFlow(nn.Module):
         self.pos = CausalConv(d, 9)
         self.blocks = nn.ModuleList(Block(d, cfg.heads) for _ in range(cfg.flow_layers))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.lips_dim))
+        self.phone = nn.Linear(d, cfg.phonemes) if cfg.phonemes else None
+        self.null = nn.Parameter(torch.zeros(d))            # the audio features of "no audio"
         # pose normalisation (lips-encoder statistics), stored with the weights
         self.register_buffer("mean", torch.zeros(cfg.lips_dim))
         self.register_buffer("std", torch.ones(cfg.lips_dim))
 
-    def velocity(self, x, t, mel, refs, lookahead=-1):
+    def features(self, mel, lookahead=-1):
+        """Per-frame audio features (B, ceil(M / 4), dim) of log-mel (B, M, 80), each seeing `lookahead` frames ahead."""
+        return self.audio(mel, lookahead_mask(-(-mel.shape[1] // 4), lookahead, 0, mel.device))
+
+    def velocity(self, x, t, mel, refs, lookahead=-1, audio=None):
         """x (B, T, 12) normalised, t (B,), mel (B, >= 4T, 80), refs (B, K, 12) normalised -> (B, T, 12).
+        audio: features(mel, lookahead), when already computed.
 
         Mel beyond frame T (say, what a stream has already heard) only reaches the last
         frames through the convolutions and, with full context, through attention."""
         b, n, _ = x.shape
         k = refs.shape[1]
-        a_mask = lookahead_mask(-(-mel.shape[1] // 4), lookahead, 0, x.device)
-        h = self.inp(x) + self.audio(mel, a_mask)[:, :n] + self.time(timestep_embedding(t, self.cfg.dim))[:, None]
+        a = self.features(mel, lookahead) if audio is None else audio
+        h = self.inp(x) + a[:, :n] + self.time(timestep_embedding(t, self.cfg.dim))[:, None]
         h = h + self.pos(h.transpose(1, 2)).transpose(1, 2)
         h = torch.cat([self.ref(refs), h], 1)              # (B, K + T, dim)
         mask = lookahead_mask(n, lookahead, k, x.device)
@@ -141,8 +160,9 @@ class PoseFlow(nn.Module):
             h = blk(h, mask)
         return self.out(h[:, k:])
 
-    def loss(self, poses, mel, refs, generator=None):
-        """Rectified-flow loss. poses (B, T, 12) and refs (B, K, 12) raw lips vectors; mel (B, 4T, 80)."""
+    def loss(self, poses, mel, refs, generator=None, phoneme=None):
+        """Rectified-flow loss. poses (B, T, 12) and refs (B, K, 12) raw lips vectors; mel (B, 4T, 80);
+        phoneme (B, T) ids (-1: unknown) for the auxiliary head. -> (loss, flow loss, phoneme loss)"""
         x1, r = (poses - self.mean) / self.std, (refs - self.mean) / self.std
         b = x1.shape[0]
         eps = torch.randn(x1.shape, generator=generator, device=x1.device)
@@ -151,19 +171,34 @@ class PoseFlow(nn.Module):
         cfg = self.cfg
         full = torch.rand((), generator=generator) < cfg.full_context_prob
         lookahead = -1 if full else int(torch.randint(cfg.max_lookahead + 1, (), generator=generator))
-        v = self.velocity(xt, t, mel, r, lookahead)
-        return F.mse_loss(v, x1 - eps)
+        a = self.features(mel, lookahead)
+        drop = torch.rand(b, 1, 1, generator=generator, device=x1.device) < cfg.audio_drop
+        heard = torch.where(drop, self.null.to(a.dtype), a)
+        flow = F.mse_loss(self.velocity(xt, t, mel, r, lookahead, heard), x1 - eps)
+        aux = torch.zeros((), device=flow.device)
+        if self.phone is not None and phoneme is not None and (phoneme >= 0).any():
+            # naming the sounds frame by frame keeps the audio features phonetic, not tied to one voice
+            aux = F.cross_entropy(self.phone(a[:, :phoneme.shape[1]]).flatten(0, 1), phoneme.flatten(), ignore_index=-1)
+        return flow + cfg.phoneme_weight * aux, flow.detach(), aux.detach()
 
     @torch.no_grad()
-    def sample(self, mel, refs, n_frames, steps=6, lookahead=-1, generator=None, noise=None):
+    def sample(self, mel, refs, n_frames, steps=6, lookahead=-1, generator=None, noise=None, guidance=1.0):
         """Lips vectors (B, T, 12) for log-mel (B, >= 4T, 80) and reference poses (B, K, 12), raw scale.
-        noise: the starting point (B, T, 12), drawn from `generator` when not given."""
+        noise: the starting point (B, T, 12), drawn from `generator` when not given; guidance: the audio
+        guidance scale s (1: none; the no-audio branch runs in the same batch)."""
         b = mel.shape[0]
         x0 = noise if noise is not None else torch.randn(b, n_frames, self.cfg.lips_dim, generator=generator,
                                                          device=mel.device)
         r = (refs - self.mean) / self.std
-        x1 = euler(lambda x, t: self.velocity(x, t.expand(b), mel, r, lookahead), x0, steps)
-        return x1 * self.std + self.mean
+        a = self.features(mel, lookahead)
+        if guidance == 1.0:
+            v = lambda x, t: self.velocity(x, t.expand(b), mel, r, lookahead, a)
+        else:
+            both, r2 = torch.cat([a, self.null.to(a.dtype).expand_as(a)]), torch.cat([r, r])
+            def v(x, t):
+                heard, silent = self.velocity(torch.cat([x, x]), t.expand(2 * b), mel, r2, lookahead, both).chunk(2)
+                return silent + guidance * (heard - silent)
+        return euler(v, x0, steps) * self.std + self.mean
 
 
 class PoseModel(nn.Module):
@@ -192,8 +227,14 @@ class PoseModel(nn.Module):
             self.flow.mean.copy_(flat.mean(0))
             self.flow.std.copy_(flat.std(0).clamp(min=1e-3))
             self.ready.fill_(1)
-        mel = log_mel(batch["audio"])                          # (B, 4L, 80)
-        return self.flow.loss(poses, mel, refs), {}
+        audio = batch["audio"]                                 # (B, L * 640)
+        if self.training and self.flow.cfg.augment:
+            audio = augment(audio)                             # what a real microphone would have heard
+        mel = log_mel(audio)                                   # (B, 4L, 80)
+        if self.training and self.flow.cfg.augment:
+            mel = mask_bands(mel)
+        loss, flow, aux = self.flow.loss(poses, mel, refs, phoneme=batch.get("phoneme"))
+        return loss, dict(flow=flow, phoneme=aux)
 
     forward = loss
 

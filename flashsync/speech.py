@@ -1,23 +1,35 @@
-"""SynthTalk speech: a phoneme timeline, its mouth (viseme) trajectory, and source-filter audio.
+"""SynthTalk speech: an English-like phoneme timeline, the articulators it moves, and the sound they make.
 
-One timeline drives both the audio and the mouth, so they are in sync by
-construction (DESIGN.md §3). Everything is deterministic given a numpy Generator.
+One timeline drives both the mouth and the audio, so they are in sync by construction,
+and the audio is made *from the articulators*, as in a real vocal tract: the same lip
+trajectory that the video shows seals the sound at a bilabial closure, pulls the
+formants down as the lips close and lets them rise as the jaw opens (DESIGN.md §3).
+Everything is deterministic given a numpy Generator.
 
-Timeline: a list of segments (start s, end s, phoneme id, label) with labels
-0 silence, 1 speech, 2 laugh, 3 sigh. Speech is phrases of words of CV(C)
-syllables; arousal raises the speaking rate.
+Timeline: phrases of words of syllables (onset cluster, vowel, coda cluster) from an
+English-like inventory of 40 phonemes; one stressed syllable per content word, reduced
+vowels elsewhere, phrase-final lengthening, a speaking rate per clip that arousal
+raises; pauses (some with a quiet breath through the nose), laughs and sighs. A
+segment is (start s, end s, phoneme id, label, stress) with labels 0 silence,
+1 speech, 2 laugh, 3 sigh.
 
-Audio (source-filter, in the STFT domain so a time-varying filter is one
-multiply): a glottal pulse train at the speaker's pitch (prosody, arousal) is
-shaped by the product of formant resonances; fricatives and plosive bursts are
-band-passed noise; nasals are a low, quiet hum; breath (laughs, sighs) is noise
-through the vocal tract; pauses are faint noise. Overlap-added back with istft.
+Mouth: each phoneme has lip targets (open, width, round, teeth) and a `lock`: how
+firmly the lips hold them rather than anticipating the next vowel (1 for p b m and
+vowels, 0 for h). Diphthongs glide. A critically damped spring smooths the targets
+(co-articulation); bilabials and silence aim below zero so the lips really close.
 
-Mouth: each phoneme has targets (open, width, round, teeth); bilabials and
-silence aim below zero so the lips really close. A critically damped spring
-(co-articulation) smooths the targets; the result is sampled at video frame
-centres, the same instants the audio windows are centred on.
+Sound (source-filter, in the STFT domain so a time-varying filter is one multiply):
+  tract    formant targets (a consonant's are its loci) through a slower spring (the
+           tongue); the lip aperture from the mouth track lowers F1 and F2 as the lips
+           close and seals the oral sound when they meet; rounding lowers F2 and F3.
+  sources  a glottal pulse train (the speaker's pitch with declination, accents and
+           jitter, shimmer, breathiness, spectral tilt); a nasal branch (murmur with a
+           place-dependent anti-resonance) for m n ng; a voice bar through the cheeks
+           in voiced closures; frication noise shaped by place; release bursts and
+           aspiration after p t k; breath for h, laughs, sighs and nose breaths.
 """
+import collections
+
 import numpy as np
 import torch
 
@@ -26,54 +38,121 @@ from flashsync import FPS, SR
 SILENCE, SPEECH, LAUGH, SIGH = 0, 1, 2, 3
 LABELS = ("silence", "speech", "laugh", "sigh")
 
-# name: (kind, (open, width, round, teeth), (F1, F2, F3) Hz, duration range ms)
-# Formants of the vowels follow DESIGN.md §3 (Peterson & Barney style averages).
+# kind: pause vowel nasal stop affricate fricative approximant aspirate laugh sigh
+# mouth: lip targets (open, width, round, teeth); lock: 1 holds them, 0 takes the next vowel's
+# formants: F1-F3 of an adult male in Hz (a consonant's: the loci the tract heads for)
+# ms: duration range at speaking rate 1; place: where a consonant closes or hisses,
+# a diphthong's second vowel
+Phone = collections.namedtuple("Phone", "kind voiced mouth lock formants ms place")
+P = Phone
 PHONEMES = {
-    "sil": ("pause", (-0.3, 0.5, 0.0, 0.0), (500, 1500, 2500), (60, 120)),
-    "a": ("vowel", (1.0, 0.65, 0.0, 0.4), (730, 1090, 2440), (100, 190)),
-    "e": ("vowel", (0.6, 0.85, 0.0, 0.7), (530, 1840, 2480), (90, 170)),
-    "i": ("vowel", (0.35, 1.0, 0.0, 0.9), (270, 2290, 3010), (90, 160)),
-    "o": ("vowel", (0.7, 0.35, 0.8, 0.2), (570, 840, 2410), (100, 180)),
-    "u": ("vowel", (0.3, 0.15, 1.0, 0.0), (300, 870, 2240), (90, 160)),
-    "m": ("nasal", (-0.5, 0.5, 0.0, 0.0), (250, 1000, 2200), (80, 120)),
-    "n": ("nasal", (0.2, 0.6, 0.0, 0.6), (250, 1400, 2500), (60, 100)),
-    "p": ("plosive", (-0.5, 0.5, 0.0, 0.0), (300, 800, 2200), (80, 120)),
-    "b": ("plosive", (-0.5, 0.5, 0.0, 0.0), (300, 800, 2200), (80, 110)),
-    "t": ("plosive", (0.25, 0.6, 0.0, 0.7), (300, 1700, 2600), (60, 100)),
-    "k": ("plosive", (0.4, 0.55, 0.0, 0.3), (300, 2000, 2500), (60, 100)),
-    "f": ("fricative", (0.08, 0.6, 0.0, 1.0), (500, 1500, 2500), (70, 120)),
-    "s": ("fricative", (0.15, 0.85, 0.0, 1.0), (500, 1500, 2500), (70, 130)),
-    "sh": ("fricative", (0.25, 0.45, 0.7, 0.8), (500, 1500, 2500), (70, 130)),
-    "l": ("approximant", (0.35, 0.6, 0.0, 0.5), (360, 1300, 2700), (50, 90)),
-    "w": ("approximant", (0.15, 0.2, 1.0, 0.0), (300, 610, 2200), (50, 90)),
-    "laugh": ("laugh", (0.75, 0.9, 0.0, 0.8), (730, 1200, 2500), (0, 0)),
-    "sigh": ("sigh", (0.35, 0.5, 0.1, 0.0), (600, 1200, 2400), (0, 0)),
+    "sil": P("pause", 0, (-0.3, 0.5, 0.0, 0.0), 1.0, (500, 1500, 2500), (60, 120), None),
+    # vowels (Peterson & Barney style averages; DESIGN.md §3 for a, i, u)
+    "a": P("vowel", 1, (1.0, 0.65, 0.0, 0.4), 1.0, (730, 1090, 2440), (90, 170), None),
+    "ae": P("vowel", 1, (0.9, 0.8, 0.0, 0.6), 1.0, (660, 1720, 2410), (90, 170), None),
+    "ah": P("vowel", 1, (0.7, 0.6, 0.0, 0.4), 1.0, (640, 1190, 2390), (60, 120), None),
+    "e": P("vowel", 1, (0.6, 0.85, 0.0, 0.7), 1.0, (530, 1840, 2480), (70, 140), None),
+    "i": P("vowel", 1, (0.3, 1.0, 0.0, 0.9), 1.0, (270, 2290, 3010), (80, 150), None),
+    "ih": P("vowel", 1, (0.4, 0.9, 0.0, 0.8), 1.0, (390, 1990, 2550), (50, 100), None),
+    "o": P("vowel", 1, (0.75, 0.35, 0.8, 0.2), 1.0, (570, 840, 2410), (90, 170), None),
+    "u": P("vowel", 1, (0.25, 0.15, 1.0, 0.0), 1.0, (300, 870, 2240), (80, 150), None),
+    "uh": P("vowel", 1, (0.35, 0.35, 0.6, 0.2), 1.0, (440, 1020, 2240), (50, 100), None),
+    "er": P("vowel", 1, (0.35, 0.5, 0.4, 0.4), 1.0, (490, 1350, 1690), (80, 150), None),
+    "schwa": P("vowel", 1, (0.4, 0.6, 0.0, 0.4), 0.6, (500, 1500, 2500), (40, 80), None),
+    "ai": P("vowel", 1, (0.95, 0.7, 0.0, 0.5), 1.0, (730, 1090, 2440), (130, 220), "ih"),
+    "au": P("vowel", 1, (0.95, 0.6, 0.1, 0.4), 1.0, (730, 1090, 2440), (130, 220), "uh"),
+    "ei": P("vowel", 1, (0.6, 0.85, 0.0, 0.7), 1.0, (530, 1840, 2480), (120, 200), "i"),
+    "ou": P("vowel", 1, (0.7, 0.4, 0.7, 0.2), 1.0, (570, 840, 2410), (120, 200), "u"),
+    "oi": P("vowel", 1, (0.75, 0.35, 0.8, 0.2), 1.0, (570, 840, 2410), (140, 230), "i"),
+    # consonants
+    "p": P("stop", 0, (-0.5, 0.5, 0.0, 0.0), 1.0, (250, 800, 2200), (55, 100), "lab"),
+    "b": P("stop", 1, (-0.5, 0.5, 0.0, 0.0), 1.0, (250, 800, 2200), (50, 90), "lab"),
+    "m": P("nasal", 1, (-0.5, 0.5, 0.0, 0.0), 1.0, (250, 900, 2200), (55, 110), "lab"),
+    "f": P("fricative", 0, (0.06, 0.6, 0.0, 1.0), 0.9, (350, 1100, 2300), (70, 120), "labdent"),
+    "v": P("fricative", 1, (0.06, 0.6, 0.0, 1.0), 0.9, (350, 1100, 2300), (45, 90), "labdent"),
+    "th": P("fricative", 0, (0.15, 0.65, 0.0, 1.0), 0.7, (350, 1400, 2600), (70, 110), "dent"),
+    "dh": P("fricative", 1, (0.15, 0.65, 0.0, 1.0), 0.7, (350, 1400, 2600), (35, 70), "dent"),
+    "t": P("stop", 0, (0.22, 0.6, 0.0, 0.7), 0.5, (350, 1800, 2700), (50, 90), "alv"),
+    "d": P("stop", 1, (0.22, 0.6, 0.0, 0.7), 0.5, (350, 1800, 2700), (40, 75), "alv"),
+    "n": P("nasal", 1, (0.22, 0.6, 0.0, 0.6), 0.5, (250, 1700, 2600), (50, 90), "alv"),
+    "s": P("fricative", 0, (0.18, 0.8, 0.0, 1.0), 0.6, (350, 1700, 2700), (70, 130), "alv"),
+    "z": P("fricative", 1, (0.18, 0.8, 0.0, 1.0), 0.6, (350, 1700, 2700), (50, 100), "alv"),
+    "l": P("approximant", 1, (0.3, 0.6, 0.0, 0.5), 0.4, (360, 1300, 2700), (45, 85), "alv"),
+    "r": P("approximant", 1, (0.25, 0.45, 0.5, 0.3), 0.5, (420, 1300, 1600), (45, 85), "post"),
+    "sh": P("fricative", 0, (0.22, 0.45, 0.7, 0.8), 0.8, (350, 1900, 2500), (80, 130), "post"),
+    "ch": P("affricate", 0, (0.22, 0.45, 0.7, 0.8), 0.8, (350, 1900, 2500), (80, 130), "post"),
+    "jh": P("affricate", 1, (0.22, 0.45, 0.7, 0.8), 0.8, (350, 1900, 2500), (60, 110), "post"),
+    "y": P("approximant", 1, (0.3, 0.9, 0.0, 0.8), 0.6, (280, 2200, 3000), (40, 75), "pal"),
+    "k": P("stop", 0, (0.35, 0.55, 0.0, 0.3), 0.3, (300, 2000, 2500), (55, 95), "vel"),
+    "g": P("stop", 1, (0.35, 0.55, 0.0, 0.3), 0.3, (300, 2000, 2500), (45, 80), "vel"),
+    "ng": P("nasal", 1, (0.35, 0.55, 0.0, 0.3), 0.3, (250, 2000, 2600), (55, 95), "vel"),
+    "w": P("approximant", 1, (0.12, 0.2, 1.0, 0.0), 0.9, (300, 610, 2200), (45, 80), "lab"),
+    "h": P("aspirate", 0, (0.5, 0.6, 0.0, 0.3), 0.0, (500, 1500, 2500), (45, 80), "glot"),
+    # non-speech
+    "breath": P("pause", 0, (-0.3, 0.5, 0.0, 0.0), 1.0, (500, 1500, 2500), (300, 700), "nose"),
+    "laugh": P("laugh", 1, (0.75, 0.9, 0.0, 0.8), 1.0, (730, 1200, 2500), (0, 0), None),
+    "sigh": P("sigh", 0, (0.35, 0.5, 0.1, 0.0), 1.0, (600, 1200, 2400), (0, 0), None),
 }
 NAMES = list(PHONEMES)
 ID = {name: i for i, name in enumerate(NAMES)}
 BILABIALS = ("m", "p", "b")
-_VOWELS = [n for n, p in PHONEMES.items() if p[0] == "vowel"]
-_ONSETS = ["m", "n", "p", "b", "t", "k", "f", "s", "sh", "l", "w"]
-_CODAS = ["m", "n", "p", "t", "k", "s", "f", "l"]
-# noise band of fricatives and bursts: (centre Hz, width in octaves, level)
-_NOISE = {"f": (5000, 1.5, 0.25), "s": (6000, 0.5, 0.6), "sh": (3200, 0.6, 0.5),
-          "p": (1200, 1.5, 0.5), "b": (1000, 1.5, 0.4), "t": (4500, 1.0, 0.6), "k": (2200, 0.6, 0.6)}
+VOWELS = [n for n, p in PHONEMES.items() if p.kind == "vowel"]
+_FULL = ["a", "ae", "ah", "e", "i", "ih", "o", "u", "uh", "er", "ai", "au", "ei", "ou", "oi"]
+_REDUCED = ["schwa", "schwa", "schwa", "ih", "er"]
+# syllable edges, weighted roughly by how often English uses them
+_ONSETS = (["p", "b", "m"] * 3 + ["t", "d", "n", "k", "g", "f", "v", "s", "z", "sh", "ch", "jh", "th", "dh", "l",
+                                   "r", "w", "y", "h", "h"]
+           + ["pl", "pr", "bl", "br", "sp", "sm", "st", "tr", "kr", "kl", "fl", "fr", "gr", "sl", "sn", "sw", "kw"])
+_CODAS = (["m", "p", "b"] * 2 + ["n", "n", "t", "t", "d", "k", "s", "z", "l", "ng", "f", "v", "th", "r", "ch"]
+          + ["mp", "mb", "nd", "nt", "st", "ks", "ts", "lp", "lm", "mz", "ps", "pt", "ns", "ld"])
+_CLUSTER = {"pl": ["p", "l"], "pr": ["p", "r"], "bl": ["b", "l"], "br": ["b", "r"], "sp": ["s", "p"],
+            "sm": ["s", "m"], "st": ["s", "t"], "tr": ["t", "r"], "kr": ["k", "r"], "kl": ["k", "l"],
+            "fl": ["f", "l"], "fr": ["f", "r"], "gr": ["g", "r"], "sl": ["s", "l"], "sn": ["s", "n"],
+            "sw": ["s", "w"], "kw": ["k", "w"], "mp": ["m", "p"], "mb": ["m", "b"], "nd": ["n", "d"],
+            "nt": ["n", "t"], "ks": ["k", "s"], "ts": ["t", "s"], "lp": ["l", "p"], "lm": ["l", "m"],
+            "mz": ["m", "z"], "ps": ["p", "s"], "pt": ["p", "t"], "ns": ["n", "s"], "ld": ["l", "d"]}
+MIN_CLOSURE = 0.055     # s: a bilabial never lasts less, so the lips have time to meet
+# noise of fricatives and of stop releases by place: (centre Hz, width in octaves, level)
+_HISS = {"labdent": (6000, 3.0, 0.10), "dent": (5500, 3.0, 0.08), "alv": (6500, 0.8, 0.5),
+         "post": (3500, 0.9, 0.45), "glot": (1500, 3.0, 0.0)}
+_BURST = {"lab": (1200, 3.0, 0.25), "alv": (4500, 1.2, 0.6), "post": (3500, 0.9, 0.5), "vel": (2200, 0.8, 0.6)}
+_VOT = {"lab": 0.035, "alv": 0.045, "post": 0.05, "vel": 0.055}        # s of aspiration after p t ch k
+_ANTI = {"lab": 1000.0, "alv": 1700.0, "vel": 3000.0}                  # nasal anti-resonance, Hz
 
 
 # ----------------------------------------------------------------------------- timeline
 
-def timeline(rng, seconds, arousal_at, nsv=0.0):
-    """Random segments covering [0, seconds): list of (start, end, phoneme id, label).
+def _syllable(rng, stressed, after_vowel):
+    """Phoneme names of one syllable (after a vowel it almost always starts with a consonant)."""
+    pick = lambda options: (lambda name: list(_CLUSTER.get(name, [name])))(str(rng.choice(options)))
+    out = pick(_ONSETS) if rng.random() < (0.95 if after_vowel else 0.7) else []
+    out.append(str(rng.choice(_FULL if stressed else _REDUCED)))
+    return out + (pick(_CODAS) if rng.random() < 0.45 else [])
 
-    arousal_at(t) -> arousal in [-1, 1] sets the speaking rate; nsv is the chance
-    that an event is a laugh or a sigh instead of a phrase.
+
+def timeline(rng, seconds, arousal_at, nsv=0.0):
+    """Random segments covering [0, seconds): list of (start, end, phoneme id, label, stress).
+
+    arousal_at(t) -> arousal in [-1, 1] raises the speaking rate; nsv is the chance that
+    an event is a laugh or a sigh instead of a phrase.
     """
     segs, t = [], 0.0
+    rate = rng.uniform(0.8, 1.4)                                  # this speaker's pace today
 
-    def add(name, dur, label):
+    def add(name, dur, label, stress=0):
         nonlocal t
-        segs.append((t, t + dur, ID[name], label))
+        segs.append((t, t + dur, ID[name], label, stress))
         t += dur
+
+    def pause(lo, hi):
+        dur = rng.uniform(lo, hi)
+        if dur > 0.35 and rng.random() < 0.35:                    # a quiet breath through the nose
+            gap = rng.uniform(0.05, 0.1)
+            add("sil", gap, SILENCE)
+            add("breath", dur - 2 * gap, SILENCE)
+            add("sil", gap, SILENCE)
+        else:
+            add("sil", dur, SILENCE)
 
     add("sil", rng.uniform(0.1, 0.4), SILENCE)
     while t < seconds:
@@ -83,19 +162,26 @@ def timeline(rng, seconds, arousal_at, nsv=0.0):
             else:
                 add("sigh", rng.uniform(0.8, 1.4), SIGH)
         else:
-            for word in range(rng.integers(2, 6)):
-                for syl in range(rng.integers(1, 4)):
-                    rate = 1.0 + 0.25 * arousal_at(t)
-                    parts = ([rng.choice(_ONSETS)] if rng.random() < 0.7 else []) + [rng.choice(_VOWELS)]
-                    parts += [rng.choice(_CODAS)] if rng.random() < 0.3 else []
-                    for name in parts:
-                        lo, hi = PHONEMES[name][3]
-                        dur = rng.uniform(lo, hi) / 1000
-                        # bilabials keep their full length: the lips must have time to close
-                        add(name, dur if name in BILABIALS else dur / rate, SPEECH)
-                if rng.random() < 0.3:
-                    add("sil", rng.uniform(0.03, 0.08), SILENCE)
-        add("sil", rng.uniform(0.2, 0.7), SILENCE)
+            words = rng.integers(2, 8)
+            for w in range(words):
+                n_syl = int(rng.choice([1, 1, 1, 2, 2, 3]))
+                content = n_syl > 1 or rng.random() < 0.6          # short function words go unstressed
+                stress = int(rng.integers(n_syl)) if content else -1
+                for k in range(n_syl):
+                    names = _syllable(rng, k == stress, bool(segs) and PHONEMES[NAMES[segs[-1][2]]].kind == "vowel")
+                    speed = rate * (1 + 0.25 * arousal_at(t))
+                    final = w == words - 1 and k == n_syl - 1
+                    for name in names:
+                        lo, hi = PHONEMES[name].ms
+                        dur = rng.uniform(lo, hi) / 1000 / speed
+                        if PHONEMES[name].kind == "vowel":
+                            dur *= (1.3 if k == stress else 0.85) * (1.35 if final else 1.0)
+                        if name in BILABIALS:
+                            dur = max(dur, MIN_CLOSURE)
+                        add(name, dur, SPEECH, int(k == stress))
+                if rng.random() < 0.12:
+                    add("sil", rng.uniform(0.03, 0.1), SILENCE)     # a hesitation between words
+        pause(0.15, 0.8)
     return segs
 
 
@@ -105,41 +191,80 @@ def _lookup(segs, times):
     return np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(segs) - 1)
 
 
-def _burst_phase(segs, idx, times, rate=5.0):
-    """Laugh bursts: a 0..1 envelope pulsing at `rate` Hz inside laugh segments."""
-    start = np.array([s[0] for s in segs])[idx]
-    return 0.5 - 0.5 * np.cos(2 * np.pi * rate * (times - start))
-
-
 def frame_labels(segs, n_frames):
     """Per video frame (at its centre): phoneme id and label, (T,) int arrays each."""
     idx = _lookup(segs, (np.arange(n_frames) + 0.5) / FPS)
     return np.array([segs[i][2] for i in idx]), np.array([segs[i][3] for i in idx])
 
 
-# ----------------------------------------------------------------------------- mouth
+# ----------------------------------------------------------------------------- articulators
 
-def mouth_track(segs, n_frames, laugh_rate=5.0, omega=70.0):
-    """Mouth parameters at each video frame centre -> (T, 4) float32: open, width, round, teeth."""
-    dt = 1e-3
-    times = np.arange(0, n_frames / FPS + dt, dt)
-    idx = _lookup(segs, times)
-    target = np.array([PHONEMES[NAMES[segs[i][2]]][1] for i in idx], dtype=np.float64)  # (N, 4)
-    kind = np.array([segs[i][3] for i in idx])
-    burst = _burst_phase(segs, idx, times, laugh_rate)
-    target[kind == LAUGH, 0] = 0.55 + 0.45 * burst[kind == LAUGH]    # "ha ha": the jaw pumps
-    # critically damped spring toward the targets (co-articulation): its impulse
-    # response is w^2 t e^(-w t), so the spring is one convolution (start held at rest)
+def _spring(target, omega, dt):
+    """Critically damped spring toward target (N, C) sampled every dt: one convolution with its
+    impulse response w^2 t e^(-w t) (the start held at rest) -> (N, C)."""
     k = np.arange(int(10 / omega / dt)) * dt
-    h = omega * omega * k * np.exp(-omega * k) * dt                       # (K,) sums to ~1
+    h = omega * omega * k * np.exp(-omega * k)
+    h /= h.sum()
     padded = np.concatenate([np.repeat(target[:1], len(h), 0), target])
-    out = np.stack([np.convolve(padded[:, c], h / h.sum())[len(h):len(h) + len(times)] for c in range(4)], 1)
-    centres = np.round((np.arange(n_frames) + 0.5) / FPS / dt).astype(int)
-    track = out[centres]
-    return np.clip(track, 0.0, 1.0).astype(np.float32)
+    return np.stack([np.convolve(padded[:, c], h)[len(h):len(h) + len(target)] for c in range(target.shape[1])], 1)
 
 
-# ----------------------------------------------------------------------------- audio
+def _targets(segs, times, field, laugh_rate=5.0):
+    """Per-time targets (N, C) of a Phone field ('mouth' or 'formants') with co-articulation:
+    a consonant's lips lean toward the next vowel by (1 - lock); diphthongs glide."""
+    table = {}
+    nxt = {}                                    # segment -> the next vowel of its phrase (or itself)
+    following = None
+    for i in range(len(segs) - 1, -1, -1):
+        name = NAMES[segs[i][2]]
+        if PHONEMES[name].kind == "vowel":
+            following = name
+        elif PHONEMES[name].kind == "pause":
+            following = None
+        nxt[i] = following
+    idx = _lookup(segs, times)
+    out = np.empty((len(times), len(getattr(PHONEMES["sil"], field))))
+    for i in np.unique(idx):
+        sel = idx == i
+        s, e, pid, label = segs[i][:4]
+        p = PHONEMES[NAMES[pid]]
+        own = np.array(getattr(p, field), np.float64)
+        if p.place in PHONEMES and PHONEMES[p.place].kind == "vowel":       # diphthong: glide after 30 %
+            to = np.array(getattr(PHONEMES[p.place], field), np.float64)
+            w = np.clip(((times[sel] - s) / max(e - s, 1e-6) - 0.3) / 0.7, 0, 1)[:, None]
+            out[sel] = own * (1 - w) + to * w
+            continue
+        if field == "mouth" and p.lock < 1 and nxt[i] is not None:
+            own = p.lock * own + (1 - p.lock) * np.array(PHONEMES[nxt[i]].mouth)
+        out[sel] = own
+    if field == "mouth":                                                     # "ha ha": the jaw pumps
+        laugh = np.array([segs[i][3] for i in idx]) == LAUGH
+        out[laugh, 0] = 0.55 + 0.45 * _burst_phase(segs, idx, times, laugh_rate)[laugh]
+    return out
+
+
+def _burst_phase(segs, idx, times, rate=5.0):
+    """Laugh bursts: a 0..1 envelope pulsing at `rate` Hz inside laugh segments."""
+    start = np.array([s[0] for s in segs])[idx]
+    return 0.5 - 0.5 * np.cos(2 * np.pi * rate * (times - start))
+
+
+def lips(segs, seconds, omega=70.0, dt=1e-3, lead=0.025):
+    """The mouth every dt seconds over [0, seconds] -> times (N,), (N, 4) open, width, round, teeth, unclipped
+    (the lips press together where open < 0). The lips move `lead` s ahead of the segments, so that
+    they meet about when a bilabial's segment (and its silence) starts, as in speech."""
+    times = np.arange(0, seconds + dt, dt)
+    return times, _spring(_targets(segs, times + lead, "mouth"), omega, dt)
+
+
+def mouth_track(segs, n_frames, omega=70.0):
+    """Mouth parameters at each video frame centre -> (T, 4) float32: open, width, round, teeth."""
+    times, m = lips(segs, n_frames / FPS, omega)
+    centres = np.round((np.arange(n_frames) + 0.5) / FPS / 1e-3).astype(int)
+    return np.clip(m[centres], 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- sound
 
 def _resonances(freqs, formants, bandwidths):
     """|H(f)| of cascaded 2nd-order resonators, 1 at 0 Hz: freqs (F,), formants (C, K) -> (C, F)."""
@@ -149,78 +274,180 @@ def _resonances(freqs, formants, bandwidths):
     return h.prod(dim=1)
 
 
+def _zero(freqs, fz, bz):
+    """|H(f)| of an anti-resonance at fz (C,) Hz, bandwidth bz, 1 at 0 Hz -> (C, F)."""
+    f = freqs[None, :]
+    fz = fz[:, None]
+    return torch.sqrt((fz * fz - f * f) ** 2 + (bz * f) ** 2) / (fz * fz)
+
+
+def _band(freqs, centre, octaves):
+    """Gaussian bump on a log-frequency axis: centre (C,), octaves (C,) -> (C, F)."""
+    return torch.exp(-0.5 * (torch.log2(freqs[None].clamp(min=50) / centre[:, None]) / (octaves[:, None] / 2)) ** 2)
+
+
+def _smooth(x, k):
+    """Moving average over the first axis (k frames), same length."""
+    if k <= 1:
+        return x
+    kernel = np.ones(k) / k
+    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="same"), 0, x) if x.ndim > 1 else \
+        np.convolve(x, kernel, mode="same")
+
+
 def synthesize(rng, segs, n_samples, pitch, formant_scale, arousal_at, loudness=1.0, laugh_rate=5.0):
-    """Source-filter speech for a timeline -> (n_samples,) float32 tensor at 16 kHz."""
+    """Speech for a timeline, made by the articulators of its mouth track -> (n_samples,) float32 at 16 kHz."""
     n_fft, hop = 512, 128
     n_ctrl = n_samples // hop + 1
-    t_ctrl = np.arange(n_ctrl) * hop / SR                         # STFT frame centres
-    idx = _lookup(segs, t_ctrl)
-    names = [NAMES[segs[i][2]] for i in idx]
+    tc = np.arange(n_ctrl) * hop / SR                                 # STFT frame centres
+    idx = _lookup(segs, tc)
+    phones = [PHONEMES[NAMES[segs[i][2]]] for i in idx]
+    kind = np.array([p.kind for p in phones])
+    place = np.array([p.place or "" for p in phones])
+    voiced = np.array([p.voiced for p in phones], np.float64)
     label = np.array([segs[i][3] for i in idx])
-    seg_start = np.array([segs[i][0] for i in idx])
-    seg_len = np.array([segs[i][1] - segs[i][0] for i in idx])
-    pos = (t_ctrl - seg_start) / seg_len                           # 0..1 inside the segment
-    arousal = np.array([arousal_at(t) for t in t_ctrl])
+    stress = np.array([segs[i][4] for i in idx], np.float64)
+    start = np.array([segs[i][0] for i in idx])
+    end = np.array([segs[i][1] for i in idx])
+    pos = (tc - start) / np.maximum(end - start, 1e-6)               # 0..1 inside the segment
+    arousal = np.array([arousal_at(t) for t in tc])
+    # this clip's voice and recording: each clip draws its own, so what a model learns is speech, not one synthesiser
+    voice = dict(presence=rng.uniform(0.3, 2.5),                          # dB per octave / 6 above 1 kHz
+                 breathy=rng.uniform(0.02, 0.2), jitter=rng.uniform(0.003, 0.012), shimmer=rng.uniform(0.02, 0.08),
+                 bw=rng.uniform(0.4, 1.3), f45=rng.uniform(0.93, 1.08),        # formant bandwidths, F4 and F5
+                 nasal=rng.uniform(0.5, 1.3), nasal_hi=rng.uniform(0.02, 0.3),  # murmur level and brightness
+                 leak=rng.uniform(0.0, 0.3),                                    # voicing heard through a closure
+                 bar=rng.uniform(0.3, 1.0), bar_hz=np.exp(rng.uniform(np.log(300), np.log(1500))),  # voice bar
+                 burst=rng.uniform(0.5, 1.5), range=rng.uniform(0.5, 1.4))     # release bursts, pitch range
 
-    formants = np.array([PHONEMES[n][2] for n in names], dtype=np.float64) * formant_scale
-    voiced = np.zeros(n_ctrl)
-    noise = np.zeros(n_ctrl)
-    breath = np.zeros(n_ctrl)
-    band = np.tile([3000.0, 1.0], (n_ctrl, 1))
-    for i, n in enumerate(names):
-        kind = PHONEMES[n][0]
-        if kind == "vowel":
-            voiced[i] = 1.0
-        elif kind == "nasal":
-            voiced[i] = 0.35
-        elif kind == "approximant":
-            voiced[i] = 0.6
-        elif kind == "fricative":
-            noise[i] = _NOISE[n][2]
-            band[i] = _NOISE[n][:2]
-        elif kind == "plosive":
-            if pos[i] > 0.7:                                       # closure, then the burst
-                noise[i] = _NOISE[n][2] * np.exp(-(pos[i] - 0.7) * 10)
-                band[i] = _NOISE[n][:2]
-            elif n == "b":
-                voiced[i] = 0.1                                    # voice bar under closure
-        elif kind == "laugh":
-            b = 0.5 - 0.5 * np.cos(2 * np.pi * laugh_rate * (t_ctrl[i] - seg_start[i]))
-            voiced[i], breath[i] = 0.7 * b ** 2, 0.5 * b
-        elif kind == "sigh":
-            env = min(1.0, pos[i] / 0.2) * (1 - pos[i]) ** 0.7     # quick rise, long fall
-            breath[i] = 0.8 * env
-            band[i] = (2500 * (1 - 0.75 * pos[i]), 2.0)            # falling spectrum
-    smooth = lambda x, k: np.apply_along_axis(lambda c: np.convolve(c, np.ones(k) / k, mode="same"), 0, x)
-    formants = smooth(formants, 5)                                  # ~40 ms formant glides
-    voiced, noise, breath = smooth(voiced, 3), smooth(noise, 2), smooth(breath, 3)
-    gain = loudness * (1 + 0.5 * arousal)
+    # articulators: the lips (the very track the video shows, unclipped) and the tongue (formants)
+    t_ms, mouth = lips(segs, n_samples / SR + hop / SR)
+    at = np.clip(np.round(tc / 1e-3).astype(int), 0, len(t_ms) - 1)
+    aperture, rounding = mouth[at, 0], np.clip(mouth[at, 2], 0, 1)
+    fm = _spring(_targets(segs, t_ms, "formants"), 45.0, 1e-3)[at] * formant_scale    # (C, 3)
+    seal = 1 - np.clip((aperture + 0.12) / 0.3, 0, 1) ** 0.7          # 1 where the lips meet, 0 above 0.18
+    fm[:, 0] *= 1 - 0.55 * seal                                       # a closing jaw and lips lower F1 ...
+    fm[:, 1] *= 1 - 0.25 * seal - 0.12 * rounding                     # ... and F2, rounding lowers F2, F3
+    fm[:, 2] *= 1 - 0.1 * seal - 0.06 * rounding
 
-    # glottal source at the sample rate: pitch with prosody, a Rosenberg-like pulse, lip radiation
+    # how each source is on, per control frame
+    tongue = np.isin(kind, ("stop", "affricate", "nasal")) & (place != "lab")    # the tongue closes the mouth
+    closure = np.isin(kind, ("stop", "affricate")) & (pos < 0.999)
+    oral = (1 - seal) * (1 - _smooth(tongue.astype(float), 3))        # what radiates from the mouth
+    nasal = _smooth((kind == "nasal").astype(float), 4)               # the velum opens a little early, late
+    v_amp = np.where(np.isin(kind, ("vowel", "approximant", "nasal", "laugh")), 1.0, 0.0)
+    v_amp = np.where(np.isin(kind, ("fricative",)) & (voiced > 0), 0.5, v_amp)
+    v_amp = np.where(kind == "approximant", 0.8, v_amp)
+    bar = np.where(closure & (voiced > 0), 1.0, 0.0)                  # voiced closure: a low hum through the cheeks
+    hiss = np.zeros(n_ctrl)
+    hc, ho = np.full(n_ctrl, 3000.0), np.full(n_ctrl, 1.0)
+    for pl, (c, o, lvl) in _HISS.items():
+        on = np.isin(kind, ("fricative",)) & (place == pl)
+        hiss[on] = lvl * np.where(voiced[on] > 0, 0.5, 1.0)          # voiced fricatives hiss less
+        hc[on], ho[on] = c, o
+    breath = np.where(kind == "aspirate", 0.35, 0.0)                  # h: breath through the vowel's tract
+    # stop releases: a burst at the segment's end, then aspiration (p t ch k) or voicing at once
+    for i, (s, e, pid, lab, _) in enumerate(segs):
+        p = PHONEMES[NAMES[pid]]
+        if p.kind not in ("stop", "affricate"):
+            continue
+        after = tc - e
+        c, o, lvl = _BURST[p.place]
+        lvl *= voice["burst"]
+        burst = (after >= 0) & (after < 0.02)
+        amp = lvl * np.exp(-np.clip(after, 0, None) / 0.005)
+        take = burst & (amp > hiss)
+        hiss[take], hc[take], ho[take] = amp[take], c, o
+        if p.kind == "affricate":                                     # ch, jh: the release is a short sh
+            fr = (after >= 0) & (after < 0.05)
+            hiss[fr] = np.maximum(hiss[fr], 0.4)
+            hc[fr], ho[fr] = _HISS["post"][0], _HISS["post"][1]
+        if not p.voiced:
+            vot = _VOT[p.place] * (1.2 if stress[min(np.searchsorted(tc, e), n_ctrl - 1)] else 0.9)
+            asp = (after >= 0) & (after < vot)
+            breath[asp] = np.maximum(breath[asp], 0.3)
+            v_amp[asp] *= np.clip(after[asp] / vot, 0, 1) ** 2       # voicing starts late
+    # non-speech: laughs are breathy voiced "ha"s, sighs a falling breath, nose breaths a soft rush
+    laugh = label == LAUGH
+    pulse = 0.5 - 0.5 * np.cos(2 * np.pi * laugh_rate * (tc - start))
+    v_amp[laugh] = 0.7 * pulse[laugh] ** 2
+    breath[laugh] = 0.5 * pulse[laugh]
+    sigh = kind == "sigh"
+    env = np.minimum(1.0, pos / 0.2) * (1 - pos) ** 0.7
+    breath[sigh] = 0.8 * env[sigh]
+    hc[sigh], ho[sigh] = 2500 * (1 - 0.75 * pos[sigh]), 2.0
+    nose = place == "nose"
+    nose_breath = np.where(nose, np.sin(np.pi * np.clip(pos, 0, 1)) ** 2 * rng.uniform(0.04, 0.1), 0.0)
+    oral[laugh | sigh] = 1.0
+
+    # level: stress, arousal, and a little less at a phrase's end
+    gain = loudness * (1 + 0.5 * arousal) * (1 + 0.35 * stress)
+    v_amp, bar, hiss, breath = _smooth(v_amp, 2), _smooth(bar, 2), _smooth(hiss, 2), _smooth(breath, 2)
+
+    # the glottal source at the sample rate: pitch with declination, accents, jitter; a Rosenberg-like
+    # pulse whose derivative includes the lips' radiation; shimmer
     t = np.arange(n_samples) / SR
-    ar = np.interp(t, t_ctrl, arousal)
-    lab = np.interp(t, t_ctrl, (label == LAUGH).astype(float))
-    drift = sum(rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * rng.uniform(0.2, 1.2) * t + rng.uniform(0, 6.3))
-                for _ in range(3))
-    f0 = pitch * (1 + 0.15 * ar + 0.3 * lab) * (1 + drift)
+    phrase_f0 = _phrase_pitch(segs, t, rng) * voice["range"]
+    ar = np.interp(t, tc, arousal)
+    lab_laugh = np.interp(t, tc, laugh.astype(float))
+    accent = np.interp(t, tc, _smooth(stress, 12))
+    jitter = np.convolve(rng.standard_normal(n_samples), np.ones(80) / 80, mode="same") * voice["jitter"] * 9
+    f0 = pitch * (1 + phrase_f0 + 0.12 * voice["range"] * accent + 0.15 * ar + 0.3 * lab_laugh) * (1 + jitter)
     phase = np.cumsum(f0 / SR) % 1.0
-    pulse = np.where(phase < 0.4, 0.5 - 0.5 * np.cos(np.pi * phase / 0.4),
-                     np.where(phase < 0.6, np.cos(np.pi * (phase - 0.4) / 0.4), 0.0))
-    source = np.diff(pulse, prepend=0.0) * 8
+    oq, close = rng.uniform(0.5, 0.7), rng.uniform(0.08, 0.25)      # open quotient; closing phase (of it):
+    rise = oq * (1 - close)                                          # a quicker closure is a brighter voice
+    pulse = np.where(phase < rise, 0.5 - 0.5 * np.cos(np.pi * phase / rise),
+                     np.where(phase < oq, np.cos(0.5 * np.pi * (phase - rise) / (oq - rise)), 0.0))
+    cycle = np.floor(np.cumsum(f0 / SR))
+    shimmer = 1 + voice["shimmer"] * np.random.default_rng(rng.integers(1 << 31)).standard_normal(int(cycle[-1]) + 2)
+    source = np.diff(pulse, prepend=0.0) * 8 * shimmer[cycle.astype(int)]
 
     win = torch.hann_window(n_fft)
     stft = lambda x: torch.stft(torch.from_numpy(x).float(), n_fft, hop, window=win, return_complex=True)  # (F, C)
     freqs = torch.arange(n_fft // 2 + 1).float() * SR / n_fft
-    fk = torch.from_numpy(np.concatenate([formants, np.tile([3500.0 * formant_scale, 4500.0 * formant_scale], (n_ctrl, 1))], 1)).float()
-    tract = _resonances(freqs, fk, torch.tensor([80.0, 100.0, 150.0, 250.0, 300.0]).expand_as(fk)).T  # (F, C)
-    nasal = torch.from_numpy(np.array([PHONEMES[n][0] == "nasal" for n in names])).float()
-    tract = tract * (1 - nasal) + nasal * tract.clamp(max=3.0) * (freqs[:, None] < 1500).float()  # hum: low only
-    centre, octaves = torch.from_numpy(band).float().T
-    hiss = torch.exp(-0.5 * (torch.log2(freqs[:, None].clamp(min=50) / centre) / (octaves / 2)) ** 2)  # (F, C)
+    T = lambda a: torch.from_numpy(np.asarray(a, np.float64)).float()
+    fk = T(np.concatenate([fm, np.tile([3500.0, 4500.0], (n_ctrl, 1)) * formant_scale * voice["f45"]], 1))
+    bw = torch.tensor([70.0, 100.0, 150.0, 200.0, 250.0]) * voice["bw"]
+    tract = _resonances(freqs, fk, bw.expand_as(fk)).T                                   # (F, C)
+    anti = T([_ANTI.get(p, 1000.0) for p in place])
+    # nasal murmur: a strong low resonance, a weaker, brighter part, the place's anti-resonance
+    # nasal murmur: the nasal tract's own poles, the first strong, the others as bright as this voice's
+    # (a weak murmur to one almost like a vowel), and the place's anti-resonance
+    poles = torch.tensor([[250.0, 1000.0, 2100.0, 2900.0, 3700.0]]) * float(rng.uniform(0.9, 1.1))
+    nose = _resonances(freqs, poles, torch.tensor([[100.0, 300.0, 400.0, 500.0, 600.0]]))[0]        # (F,)
+    low = _resonances(freqs, poles[:, :1], torch.tensor([[100.0]]))[0]
+    nose_tf = ((low + voice["nasal_hi"] * nose)[None] * _zero(freqs, anti, 150.0)).T * 1.5 * voice["nasal"]
+    cheeks = (2 * voice["bar"] / torch.sqrt(1 + (freqs / voice["bar_hz"]) ** 4))[:, None]            # voice bar
+    # an all-pole tract alone leaves F3-F5 20-40 dB below real voices (the glottal pulse's closure and
+    # the higher poles are brighter): lift above 1 kHz by 2-15 dB per octave, a different voice each clip
+    tilt = 10 ** (voice["presence"] * 6 * torch.log2(freqs / 1000).clamp(0, 3) / 20)[:, None]
+    noise_band = _band(freqs, T(hc), T(ho)).T                                             # (F, C)
     white = lambda: rng.standard_normal(n_samples)
-    spec = (stft(source) * tract * torch.from_numpy(voiced * gain).float()
-            + stft(white()) * hiss * torch.from_numpy(noise * gain).float()
-            + stft(white()) * tract.sqrt() * hiss.sqrt() * torch.from_numpy(breath * gain).float() * 0.5)
+    g = lambda a: T(a * gain)[None]
+    # the lift belongs to the mouth's sound; the nose and the cheeks damp high frequencies far more
+    path = (tilt * tract * T(oral)[None] * (1 - 0.5 * T(nasal)[None]) + tilt ** 0.25 * nose_tf * T(nasal)[None]
+            + (cheeks + voice["leak"] * tilt * tract) * T(bar)[None])
+    spec = (stft(source) * path * g(np.maximum(v_amp, bar))
+            + stft(white()) * tract * T(oral)[None] * tilt * g(breath + voice["breathy"] * v_amp) * 0.6
+            + stft(white()) * noise_band * g(hiss)
+            + stft(white()) * nose_tf * g(nose_breath))
     audio = torch.istft(spec[:, :n_ctrl], n_fft, hop, window=win, length=n_samples)
-    audio = audio * 0.12 + 0.0005 * torch.from_numpy(white()).float()   # level, then a faint noise floor
-    return torch.tanh(audio).float()                                     # soft limit into [-1, 1]
+    audio = audio * 0.1 + 0.0003 * torch.from_numpy(white()).float()    # level, then a faint noise floor
+    return torch.tanh(audio).float()                                       # soft limit into [-1, 1]
+
+
+def _phrase_pitch(segs, t, rng):
+    """Relative pitch change per sample: each phrase starts high, declines, and falls at its end."""
+    out = np.zeros(len(t))
+    start = None
+    for k, (s, e, pid, lab, _) in enumerate(segs + [(t[-1] + 1, t[-1] + 1, ID["sil"], SILENCE, 0)]):
+        speaking = lab == SPEECH
+        if speaking and start is None:
+            start = s
+        if not speaking and start is not None:
+            sel = (t >= start) & (t < s)
+            x = (t[sel] - start) / max(s - start, 1e-3)
+            top = rng.uniform(0.05, 0.15)
+            out[sel] = top - 2 * top * x - 0.12 * np.clip((x - 0.8) / 0.2, 0, 1)
+            start = None
+    return out

@@ -10,6 +10,11 @@ class UserError(Exception):
     """A problem with the user's input. Scripts print its one line and exit 2: no traceback."""
 
 
+def warn(message):
+    """One line on stderr for something the user should know but that does not stop the run."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def run_main(main):
     """Call main(); user errors become one line on stderr and exit code 2."""
     try:
@@ -59,3 +64,14 @@ def check_file(path, what="file"):
         raise UserError(f"{what} is not readable (permissions): {path}")
     if os.path.getsize(path) == 0:
         raise UserError(f"{what} is empty (0 bytes): {path}")
+
+
+def check_output(path, inputs, option="--out"):
+    """Refuse to write `path` when it is one of the `inputs` ({what: path}): the same file, also
+    through a symbolic or hard link. An output must never overwrite what it is made from."""
+    if not os.path.exists(path):
+        return                                   # a new file cannot be an existing input
+    for what, src in inputs.items():
+        if src and os.path.exists(src) and os.path.samefile(src, path):
+            raise UserError(f"{option} {path} is the {what} ({src}): writing it would destroy the input; "
+                            f"give another output name")

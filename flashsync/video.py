@@ -115,6 +115,14 @@ def read_frames(path, start=0, info=None):
         k += 1
 
 
+def bounce(n, n_out):
+    """Source frame indices of n_out output frames from n: 0 .. n-1, n-2 .. 1, 0 .. n-1, ... -> (n_out,) array."""
+    if n == 1:
+        return np.zeros(n_out, int)
+    k = np.arange(n_out) % (2 * n - 2)
+    return np.where(k < n, k, 2 * n - 2 - k)
+
+
 def ping_pong(path, info, n_out, chunk=25):
     """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
 

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from flashsync import audio
+from flashsync import audio, augment
 from flashsync.util import UserError
 
 
@@ -136,3 +136,51 @@ def test_real_speech_loads(media):
     assert abs(len(x) / 16000 - 22.489) < 0.01
     mel = audio.log_mel(x)
     assert torch.isfinite(mel).all() and mel.std() > 0.3
+
+
+def test_non_finite_samples_become_silence(tmp_path, capsys):
+    x = (0.3 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    x[100:200] = np.nan
+    x[5000] = -np.inf
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    y = audio.load_audio(str(tmp_path / "nan.wav"))
+    assert torch.isfinite(y).all() and y[120:180].abs().max() < 1e-3
+    assert "101 of 16000 samples are not numbers (NaN or inf); treated as silence" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", augment.KINDS)
+def test_noise_floors_have_the_asked_level(kind):
+    g = torch.Generator().manual_seed(0)
+    speech = torch.zeros(48000)
+    speech[1000] = 0.5                                         # the peak the level refers to
+    noisy = augment.add_noise(speech, kind, -40.0, g) - speech
+    level = noisy.pow(2).mean().sqrt() / 0.5
+    if kind == "breath":                                       # breaths come and go: -40 dB while breathing
+        env = noisy.abs().unfold(0, 1600, 1600).mean(1)
+        assert env.max() > 4 * env.min()
+        level = noisy.unfold(0, 1600, 1600).pow(2).mean(1).sqrt().max() / 0.5
+        assert -43 < 20 * math.log10(level) < -35
+    else:
+        assert abs(20 * math.log10(level) + 40) < 0.5
+    if kind == "hum":                                          # mains: 50 or 60 Hz and harmonics
+        spec = torch.fft.rfft(noisy).abs()
+        f = torch.fft.rfftfreq(len(noisy), 1 / 16000)
+        assert f[spec.argmax()] in (50.0, 60.0, 100.0, 120.0, 150.0, 180.0)
+
+
+def test_augment_is_a_plausible_recording():
+    g = torch.Generator().manual_seed(0)
+    x = torch.from_numpy(np.stack([synth_speech(k) for k in range(4)]))
+    y = augment.augment(x, g)
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.abs().max() <= 1
+    assert not torch.allclose(y, x)
+    assert torch.equal(y, augment.augment(x, torch.Generator().manual_seed(0)))   # reproducible
+    # what was said is still there: the log-mel of each recording follows the clean one's loudness
+    for a, b in zip(x, y):
+        ea, eb = audio.log_mel(a).mean(1), audio.log_mel(b).mean(1)
+        assert np.corrcoef(ea.numpy(), eb.numpy())[0, 1] > 0.6
+
+
+def synth_speech(k):
+    from flashsync import synth
+    return synth.make_clip(40 + k, 0, seconds=1.0, res=16, nsv=0.0)["audio"]

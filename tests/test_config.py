@@ -67,3 +67,27 @@ def test_every_shipped_config_applies_to_its_script():
         assert configure(scope, [path]) == []             # unknown keys or wrong types would raise
         if script == "train.py":
             assert scope["model"] in ("ae", "editor", "refine", "pose", "syncnet") and scope["out_dir"].startswith("out/")
+
+
+@pytest.mark.parametrize("command", [["train.py"], ["sample.py"], ["stream.py"], ["data.py"],
+                                     ["-m", "flashsync.eval"], ["-m", "flashsync.bench"]])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_every_option(command, flag):
+    """The first thing a newcomer types: the script's docstring and each setting with its default and comment."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    args = [os.path.join(ROOT, command[0])] if command[0].endswith(".py") else command
+    r = subprocess.run([sys.executable, *args, flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "options (defaults below" in r.stdout and "error" not in r.stdout.lower()
+    expect = {"train.py": ["--max_steps=2500", "--lr=0.002", "continue from out_dir/ckpt.pt", "  optimisation:"],
+              "sample.py": ["--steps=6", "Euler steps of the pose sampler", "--out='out/sample.mp4'"],
+              "stream.py": ["--lookahead=2", "frames of future audio the pose model waits for"],
+              "data.py": ["--identities=100", "  synth:", "--split='train'"],
+              "flashsync.eval": ["--speech=''", "noise floors mixed into the speech"],
+              "flashsync.bench": ["--repeats=30"]}[command[-1]]
+    for text in expect:
+        assert text in r.stdout, (text, r.stdout)
+    first = r.stdout.strip().splitlines()[0]
+    assert len(first) > 10                                            # the docstring comes first

@@ -138,7 +138,8 @@ def test_eval_suite_runs_and_repeats_exactly(tiny_ckpts, tmp_path):
     r = run_script("data.py", "synth", f"--out_dir={data}", "--identities=20", "--clips_per_identity=2",
                    "--seconds=0.8", "--resolution=32")
     assert r.returncode == 0, r.stderr
-    args = [f"--data_dir={data}", f"--ckpt={tiny_ckpts['refine'][0]},{tiny_ckpts['pose'][0]}", "--pairs=8"]
+    args = [f"--data_dir={data}", f"--ckpt={tiny_ckpts['refine'][0]},{tiny_ckpts['pose'][0]}", "--pairs=8",
+            "--speech=none"]
     outs = []
     for k in range(2):
         r = run_script("flashsync/eval.py", *args, f"--out={tmp_path / f'e{k}.json'}")
@@ -150,3 +151,71 @@ def test_eval_suite_runs_and_repeats_exactly(tiny_ckpts, tmp_path):
     assert "| copy | inf | 1.000 |" in r.stdout
     assert rows["copy"]["r_source"] > 0.9 and rows["oracle"]["r_driving"] > 0.9   # the context rows mean it
     assert rows["copy"]["psnr"] == float("inf") and rows["oracle"]["id_psnr"] == float("inf")
+
+
+def test_speech_marks_known_answers():
+    """closure, opening and pause-open by their definitions (40 ms frames, spans padded by a frame)."""
+    spans = metrics.phoneme_spans([["_:", 0.0], ["p", 0.20], ["a", 0.26], ["m", 0.50], ["aI", 0.58], ["_", 0.90]])
+    assert spans[1] == ("p", 0.20, 0.26) and spans[-1] == ("_", 0.90, 1.0)      # the last lasts 0.1 s
+    o = np.full(25, 0.5)                                     # frames of 40 ms: 1 s
+    pauses = np.zeros(25, bool)
+    pauses[:3] = True
+    o[:5] = 0.0                                              # p (frames 5-6) spans frames 4..7: frame 4 closed
+    r = metrics.speech_marks(o, spans, pauses)
+    assert r["closure"] == 0.5 and r["bilabials"] == 2       # p closes (at frame 4), m (12..15+1) does not
+    assert r["opening"] == 1.0 and r["open_vowels"] == 2 and r["pause_open"] == 0.0 and r["pause_frames"] == 3
+    o[4] = 0.2                                               # now nothing closes near p
+    o[16] = 0.1                                              # m: 0.50-0.58 s is frames 12..14, padded 11..15
+    assert metrics.speech_marks(o, spans, pauses)["closure"] == 0.0
+    o[15] = 0.1
+    assert metrics.speech_marks(o, spans, pauses)["closure"] == 0.5
+    o[6:14] = 0.25                                           # a (frames 6..12, padded 5..13) below 0.30 ...
+    o[5] = 0.31                                              # ... but frame 5 is within its padded span
+    assert metrics.speech_marks(o, spans, pauses)["opening"] == 1.0
+    o[5] = 0.2
+    assert metrics.speech_marks(o, spans, pauses)["opening"] == 0.5
+    o[1] = 0.2                                               # an open mouth in a pause frame
+    assert abs(metrics.speech_marks(o, spans, pauses)["pause_open"] - 1 / 3) < 1e-9
+
+
+def test_pause_frames_are_three_frames_from_loud_ones():
+    audio = np.zeros(20 * 640, np.float32)
+    audio[8 * 640:10 * 640] = 0.5 * np.sin(np.arange(2 * 640) * 0.3)      # frames 8, 9 loud
+    audio[15 * 640:16 * 640] = 0.5 * 10 ** (-36 / 20) * np.sin(np.arange(640) * 0.3)   # -36 dB: not loud
+    p = metrics.pause_frames(audio)
+    assert list(np.nonzero(~p)[0]) == [6, 7, 8, 9, 10, 11]
+
+
+def test_speech_evaluation_on_a_folder(tiny_ckpts, tmp_path):
+    """python -m flashsync.eval --speech=DIR: per-file and mean rates for FlashLips and copy, noisy rows."""
+    import json
+    import soundfile as sf
+    from conftest import run_script
+    from flashsync import speech
+    data = tmp_path / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={data}", "--identities=20", "--clips_per_identity=1",
+                   "--seconds=0.8", "--resolution=32")
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for k in range(2):                        # SynthTalk speech, written as a TTS engine would: 22.05 kHz + phonemes
+        c = synth.make_clip(30 + k, 1, seconds=1.2, res=16, nsv=0.0)
+        from flashsync.audio import resample
+        sf.write(folder / f"s{k}.wav", resample(torch.from_numpy(c["audio"]), 16000, 22050).numpy(), 22050)
+        ids = c["gt"]["phoneme"]
+        names = [speech.NAMES[i] for i in ids]
+        phonemes = [[{"sil": "_:", "a": "a", "ae": "a"}.get(n, n), t / 25] for t, n in enumerate(names)
+                    if t == 0 or names[t - 1] != n]
+        json.dump({"phonemes": phonemes}, open(folder / f"s{k}.json", "w"))
+    r = run_script("flashsync/eval.py", f"--data_dir={data}", f"--ckpt={tiny_ckpts['refine'][0]},{tiny_ckpts['pose'][0]}",
+                   f"--speech={folder}", "--synthtalk=false", "--lookahead=-1", "--noises=white,hum",
+                   "--noise_db=-40", f"--out={tmp_path / 'e.json'}")
+    assert r.returncode == 0, r.stderr
+    out = json.load(open(tmp_path / "e.json"))["speech"]
+    assert set(out["clean"]) == {"FlashLips offline", "copy"}
+    assert set(out["clean"]["copy"]) == {"s0", "s1", "mean"}
+    assert set(out["noisy"]["FlashLips offline"]) == {"white -40 dB", "hum -40 dB"}
+    for rates in out["clean"]["FlashLips offline"].values():
+        assert set(rates) == {"closure", "opening", "pause_open"}
+        assert all(0 <= v <= 1 for v in rates.values() if v == v)
+    assert "| FlashLips offline · mean |" in r.stdout and "| copy · s1 |" in r.stdout

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from flashsync import face
+from flashsync import face, metrics, synth
 from flashsync.util import UserError
 
 
@@ -13,8 +13,10 @@ def test_parse_and_check_box():
             face.parse_box(bad)
     face.check_box((10, 10, 50, 50), 100, 100)
     face.check_box((-10, 60, 50, 50), 100, 100)                 # partly outside: padded
-    with pytest.raises(UserError, match="lies outside the 100x100 frame"):
-        face.check_box((90, 90, 50, 50), 100, 100)
+    face.check_box((90, 90, 50, 50), 100, 100)                  # mostly outside: padded, with a warning
+    for outside in ((100, 10, 50, 50), (-50, 10, 50, 50), (10, -60, 50, 50)):
+        with pytest.raises(UserError, match="lies outside the 100x100 frame"):
+            face.check_box(outside, 100, 100)
 
 
 def test_regions_are_inside_the_crop():
@@ -26,25 +28,63 @@ def test_regions_are_inside_the_crop():
         (64 - face.region(face.LOWER_FACE, 64)[1])
 
 
-def test_crop_and_paste_touch_only_the_region():
+def test_paste_touches_only_what_the_edit_changed_around_the_mouth():
     rng = np.random.default_rng(0)
     frame = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
     box = (40, 20, 80, 80)
     crop = face.crop(frame, box, 64)
     assert crop.shape == (64, 64, 3)
-    edited = np.zeros_like(crop)
-    out = face.paste(frame, edited, box)
+    # the autoencoder's own small errors (recon vs edit differ by 2 grey levels everywhere): nothing pasted
+    noisy = np.clip(crop.astype(int) + rng.integers(-2, 3, crop.shape), 0, 255).astype(np.uint8)
+    assert np.array_equal(face.paste(frame, noisy, box, crop), frame)
+    # a new dark mouth: pasted at the frame's resolution, nothing outside face.PASTE changes
+    edited = crop.copy()
+    x0, y0, x1, y1 = face.region(face.MOUTH, 64)
+    edited[y0 + 4:y1 - 4, x0 + 4:x1 - 4] = 10
+    out = face.paste(frame, edited, box, crop)
     changed = np.any(out != frame, axis=-1)
-    x0, y0, x1, y1 = face.region(face.LOWER_FACE, 80)
+    px0, py0, px1, py1 = face.region(face.PASTE, 80)
     ys, xs = np.nonzero(changed)
-    assert ys.min() >= 20 + y0 and ys.max() < 20 + y1 and xs.min() >= 40 + x0 and xs.max() < 40 + x1
-    # the feather: the region's centre is fully replaced, its edge only partly
-    assert (out[20 + (y0 + y1) // 2, 80] == 0).all()
-    edge = out[20 + y0 + 1, 80].astype(int)
-    assert 0 < np.abs(edge - frame[20 + y0 + 1, 80]).sum()
-    # a box hanging over the frame edge works too
+    assert ys.min() >= 20 + py0 and ys.max() < 20 + py1 and xs.min() >= 40 + px0 and xs.max() < 40 + px1
+    cy, cx = 20 + (y0 + y1) * 80 // 128, 40 + 40
+    assert (out[cy - 2:cy + 3, cx - 8:cx + 9] < 40).all()                  # the edit's mouth replaced the source
+    # a box hanging over the frame edge: pasted where it lies inside, nothing else moves
     assert face.crop(frame, (-20, -20, 60, 60), 32).shape == (32, 32, 3)
-    assert face.paste(frame, np.zeros((32, 32, 3), np.uint8), (130, 90, 60, 60)).shape == frame.shape
+    edge = (120, 50, 60, 60)                                                 # x 120..180 in a 160 wide frame
+    c = face.crop(frame, edge, 32)
+    e = c.copy()
+    e[18:26, 10:22] = 0
+    out = face.paste(frame, e, edge, c)
+    assert out.shape == frame.shape and (out[90, 150:158] < 40).all()
+    assert np.array_equal(out[:80], frame[:80]) and np.array_equal(out[:, :130], frame[:, :130])
+
+
+def _talking(mouth_open, res, seconds=0.4):
+    """SynthTalk identity 9 with its mouth held open or shut (and head motion)."""
+    n = int(seconds * 25)
+    m = dict(open=np.full(n, 1.0 if mouth_open else 0.0), width=np.full(n, 0.7), round=np.zeros(n),
+             teeth=np.full(n, 0.5 if mouth_open else 0.0))
+    return synth.make_clip(9, 0, seconds=seconds, res=res, mouth=m)
+
+
+@pytest.mark.parametrize("source_open", [True, False])
+def test_paste_replaces_the_mouth_and_keeps_the_rest_sharp(source_open):
+    """A perfect 64 px edit (SynthTalk re-rendered with the other mouth) pasted into 256 px frames:
+    the pasted mouth is the edit's (nothing of the old one shows through), the lower face outside
+    the mouth is the source's, and the lower face stays as sharp as the source."""
+    src = _talking(source_open, 256)
+    edit = _talking(not source_open, 64)["video"]
+    truth = _talking(not source_open, 256)["video"]                  # what a native 256 px edit would be
+    box = (0, 0, 256, 256)
+    recon = np.stack([face.crop(f, box, 64) for f in src["video"]])      # an autoencoder that loses nothing
+    out = np.stack([face.paste(f, e, box, r) for f, e, r in zip(src["video"], edit, recon)])
+    opening = synth.read_mouth(out)["open"]
+    if source_open:
+        assert (opening < synth.OPEN_THRESHOLD).all(), opening          # closed: no ghost of the old mouth
+    else:
+        assert (opening > 0.6).all(), opening
+    q = metrics.paste_quality(out, truth, src["gt"]["lower_face_box"], src["gt"]["mouth_box"])
+    assert q["outside_mouth_db"] > 45 and q["sharpness"] > 0.9, q        # outside the mouth: truth = source
 
 
 def test_tracker_follows_a_moving_face():

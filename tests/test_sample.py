@@ -28,11 +28,12 @@ def source_video(path, seconds=1.0):
 
 
 def outside_diff(a, b, box):
-    """Mean and 99th-percentile |a - b| over the pixels that paste() must leave alone."""
+    """Mean and 99th-percentile |a - b| over the pixels that paste() must leave alone: all but the
+    mouth-centred face.PASTE region of the box."""
     keep = np.ones(a.shape[:2], bool)
     x, y, s, _ = (int(round(v)) for v in face.square(box))
-    x0, y0, x1, y1 = face.region(face.LOWER_FACE, s)
-    keep[max(y + y0, 0):y + y1, max(x + x0, 0):x + x1] = False
+    x0, y0, x1, y1 = face.region(face.PASTE, s)
+    keep[max(y + y0, 0):max(y + y1, 0), max(x + x0, 0):max(x + x1, 0)] = False
     d = np.abs(a.astype(int) - b.astype(int))[keep]
     return d.mean(), np.percentile(d, 99)
 
@@ -132,6 +133,7 @@ def inputs(tmp_path_factory):
     (dict(video="speech.wav"), "has no video stream"),
     (dict(audio="empty.wav"), "zero length"),
     (dict(box="500,500,40,40"), "lies outside the 128x112 frame"),
+    (dict(box="-200,8,96,96"), "lies outside the 128x112 frame"),
     (dict(editor="ae"), "holds a 'ae' model; --editor needs a 'refine'"),
     (dict(pose="editor"), "holds a 'editor' model, but a 'pose' model is needed"),
     (dict(out="out.avi"), "give a name ending in .mp4"),
@@ -147,6 +149,60 @@ def test_sample_bad_input_is_one_line_and_no_file(tiny_ckpts, inputs, tmp_path, 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []                          # nothing written, not even a temp file
+
+
+def test_sample_refuses_to_overwrite_an_input(tiny_ckpts, inputs, tmp_path):
+    """--out naming an input, directly or through a symbolic or a hard link: one line, the input untouched."""
+    video = tmp_path / "talk.mp4"
+    video.write_bytes((inputs / "in.mp4").read_bytes())
+    before = video.read_bytes()
+    (tmp_path / "soft.mp4").symlink_to(video)
+    os.link(video, tmp_path / "hard.mp4")
+    for out in (video, tmp_path / "soft.mp4", tmp_path / "hard.mp4"):
+        r = run_script("sample.py", f"--video={video}", f"--audio={inputs / 'speech.wav'}", "--box=16,8,96,96",
+                       f"--out={out}", *ckpt_args(tiny_ckpts))
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "is the input video" in lines[0], r.stderr
+        assert video.read_bytes() == before
+    # the speech can come from a video file too: an output on it is refused as well
+    r = run_script("sample.py", f"--video={inputs / 'in.mp4'}", f"--audio={video}", f"--out={video}",
+                   *ckpt_args(tiny_ckpts))
+    assert r.returncode == 2 and "is the driving audio" in r.stderr and video.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.mp4", "soft.mp4", "talk.mp4"]
+
+
+def test_sample_treats_nan_samples_as_silence(tiny_ckpts, inputs, tmp_path):
+    speech = synth.make_clip(19, 1, seconds=0.4)["audio"].copy()
+    speech[3000:4000] = np.nan
+    speech[5000] = np.inf
+    sf.write(tmp_path / "broken.wav", speech, 16000, subtype="FLOAT")
+    out = tmp_path / "out.mp4"
+    r = run_script("sample.py", f"--video={inputs / 'in.mp4'}", f"--audio={tmp_path / 'broken.wav'}",
+                   "--box=16,8,96,96", f"--out={out}", *ckpt_args(tiny_ckpts))
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stderr and "1001 of 6400 samples are not numbers (NaN or inf); treated as silence" in r.stderr
+    assert "Traceback" not in r.stderr and probe(str(out)).frames == 10
+    heard = load_audio(str(out))
+    assert torch.isfinite(heard).all() and heard[3100:3900].abs().max() < 0.02     # the NaNs came out silent
+
+
+def test_sample_face_box_crossing_the_frame_edge(tiny_ckpts, inputs, tmp_path):
+    """Half the face box hangs over the left edge: the crop is padded, only pixels in the frame are pasted."""
+    src = np.stack(list(read_frames(str(inputs / "in.mp4"))))
+    out = tmp_path / "edge.mp4"
+    box = (-48, 8, 96, 96)
+    r = run_script("sample.py", f"--video={inputs / 'in.mp4'}", f"--audio={inputs / 'speech.wav'}",
+                   "--box=" + ",".join(map(str, box)), f"--out={out}", *ckpt_args(tiny_ckpts))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    got = np.stack(list(read_frames(str(out))))
+    assert got.shape == src.shape
+    plain = codec_noise(src, str(tmp_path / "plain.mp4"))
+    boxes = tracked(src, box)
+    for k in range(len(src)):
+        mean, p99 = outside_diff(got[k], src[k], boxes[k])
+        floor, floor99 = outside_diff(plain[k], src[k], boxes[k])
+        assert mean < floor + 0.3 and p99 <= floor99 + 3, (k, mean, p99, floor, floor99)
 
 
 def test_streaming_poses_equal_offline_emulation_and_noise_is_per_frame(tiny_ckpts, tiny_data):
