@@ -39,6 +39,7 @@ factor = 4                        # 4 at 64-128 px, 8 from 256 px
 ae_channels = (16, 32, 64)        # per level, full resolution first (log2(factor) + 1 levels)
 # editor
 refs = 4                          # K reference frames of the same video
+group = 4                         # targets per clip in a batch, sharing its K references (editor, refine)
 lips_dim = 12                     # the lips-pose vector
 lips_noise = 0.2                  # bottleneck noise on the unit-norm lips vector (training only)
 editor_channels = (64, 128)       # UNet widths at latent resolution and half of it
@@ -207,8 +208,9 @@ def main():
     cfg["resolution"] = index["resolution"]
     from flashsync.syncnet import CONTEXT, MAX_OFFSET
     length = {"pose": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1}.get(model, 1)
-    train_data = FrameSampler(data_dir, "train", refs=refs, length=length)
-    val_data = FrameSampler(data_dir, "val", refs=refs, length=length)
+    per_clip = group if model in ("editor", "refine") else 1
+    if batch_size % per_clip:
+        raise UserError(f"--batch_size={batch_size} must be a multiple of --group={group} (targets per clip)")
     gen = torch.Generator().manual_seed(seed * 1000 + rank)     # the data position: saved and restored
 
     # model ----------------------------------------------------------------------
@@ -219,6 +221,10 @@ def main():
         init = state["init"] if state else (slim(load_checkpoint(init_from, "ae" if model == "editor" else "editor"))
                                             if init_from else None)
     net = build(model, state["config"] if state else cfg, init).to(dev)
+    # the pose model's targets come from a frozen lips encoder: run it once over every clip, not every step
+    features = (lambda frames: net.poses(frames.to(dev)[None])[0].cpu()) if model == "pose" else None
+    train_data = FrameSampler(data_dir, "train", refs=refs, length=length, group=per_clip, features=features)
+    val_data = FrameSampler(data_dir, "val", refs=refs, length=length, group=per_clip, features=features)
     ema_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
     params = trainable(net)
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
@@ -278,8 +284,8 @@ def main():
     net.train()
     t0, frames_seen = time.time(), 0
     while step < max_steps:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+        for param_group in opt.param_groups:
+            param_group["lr"] = lr_at(step)
         batch = to_dev(train_data.batch(batch_size, gen))
         with autocast:
             loss, stats = train_net(batch)          # every model's forward(batch) is its training loss

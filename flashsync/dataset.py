@@ -141,19 +141,25 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 class FrameSampler:
-    """Random training batches of single frames with K reference frames from the same clip.
+    """Random training batches of frames with K reference frames from the same clip.
 
-    batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n, K, R, R, 3) uint8,
-    other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,));
-    with length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
+    batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n / group, K, R, R, 3) uint8,
+    other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,)).
+    `group` targets come from each clip drawn and share its K references (which avoid every
+    target's +-2 frames, so no mouth can be copied from them): a batch encodes n / group
+    reference sets instead of n, the costliest part of an editor step.
+    With length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
     the L-frame window that holds the target, and phoneme (n, L) int64: SynthTalk's phoneme id
     of each frame (-1 for clips without ground truth, such as real videos).
+    features: a function of uint8 frames (N, R, R, 3) -> (N, D) computed once per clip at the start
+    (say, a frozen lips encoder); then the windows come as video_features (n, L, D) and
+    refs_features (n, K, D) instead of pixels.
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
     """
 
-    def __init__(self, root, split="train", refs=4, length=1):
-        self.root, self.refs, self.length = root, refs, length
+    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None):
+        self.root, self.refs, self.length, self.group = root, refs, length, group
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
         self.phonemes = None
@@ -163,30 +169,50 @@ class FrameSampler:
                 with open(os.path.join(root, "clips", c["name"], "meta.json")) as fh:
                     gt = json.load(fh).get("gt", {})
                 self.phonemes.append(np.asarray(gt.get("phoneme", np.full(len(f), -1)), np.int64))
+        self.features = None
+        if features is not None:
+            with torch.no_grad():
+                self.features = [torch.cat([features(torch.from_numpy(np.array(f[i:i + 256])))
+                                            for i in range(0, len(f), 256)]) for f in self.frames]
 
     def batch(self, n, generator):
-        clip = torch.randint(len(self.clips), (n,), generator=generator).tolist()
-        u = torch.rand(n, self.refs + 2, generator=generator)
-        target, refs, other, frame, video, audio, phoneme = [], [], [], [], [], [], []
-        for i, c in enumerate(clip):
+        g = self.group
+        if n % g:
+            raise ValueError(f"batch size {n} is not a multiple of the group size {g}")
+        clips = torch.randint(len(self.clips), (n // g,), generator=generator).tolist()
+        u = torch.rand(n // g, g + self.refs + g, generator=generator)
+        target, refs, other, clip, frame, video, audio, phoneme, feat, ref_feat = ([] for _ in range(10))
+        for k, c in enumerate(clips):
             f = self.frames[c]
-            t = min(int(u[i, 0] * len(f)), len(f) - 1)
-            # references and `other` avoid the target's +-2 frames, so the mouth cannot be copied from them
-            away = [(t + 3 + min(int(v * (len(f) - 5)), len(f) - 6)) % len(f) for v in u[i, 1:].tolist()]
-            frame.append(t)
-            target.append(f[t])
-            other.append(f[away[0]])
-            refs.append(f[sorted(away[1:])])
-            if self.length > 1:
-                s = max(0, min(t, len(f) - self.length))
-                video.append(f[s:s + self.length])
-                phoneme.append(self.phonemes[c][s:s + self.length])
-                path = os.path.join(self.root, "clips", self.clips[c]["name"], "audio.wav")
-                audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
-                                     dtype="float32")[0])
+            ts = [min(int(v * len(f)), len(f) - 1) for v in u[k, :g].tolist()]
+            # references and `other` avoid the targets' +-2 frames, so a mouth cannot be copied from them
+            free = [i for i in range(len(f)) if all(abs(i - t) > 2 for t in ts)] or list(range(len(f)))
+            pick = lambda v: free[min(int(v * len(free)), len(free) - 1)]
+            rs = sorted(pick(v) for v in u[k, g:g + self.refs].tolist())
+            refs.append(f[rs])
+            if self.features is not None:
+                ref_feat.append(self.features[c][rs])
+            for j, t in enumerate(ts):
+                clip.append(c)
+                frame.append(t)
+                target.append(f[t])
+                other.append(f[pick(float(u[k, g + self.refs + j]))])
+                if self.length > 1:
+                    s = max(0, min(t, len(f) - self.length))
+                    phoneme.append(self.phonemes[c][s:s + self.length])
+                    if self.features is not None:
+                        feat.append(self.features[c][s:s + self.length])
+                    else:
+                        video.append(f[s:s + self.length])
+                    path = os.path.join(self.root, "clips", self.clips[c]["name"], "audio.wav")
+                    audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
+                                         dtype="float32")[0])
         out = dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))
         if self.length > 1:
-            out.update(video=torch.from_numpy(np.stack(video)), audio=torch.from_numpy(np.stack(audio)),
-                       phoneme=torch.from_numpy(np.stack(phoneme)))
+            out.update(audio=torch.from_numpy(np.stack(audio)), phoneme=torch.from_numpy(np.stack(phoneme)))
+            if self.features is not None:
+                out.update(video_features=torch.stack(feat), refs_features=torch.stack(ref_feat).repeat_interleave(g, 0))
+            else:
+                out.update(video=torch.from_numpy(np.stack(video)))
         return out

@@ -123,10 +123,12 @@ class Editor(nn.Module):
         return self
 
     def encode_inputs(self, target, refs, masked=True):
-        """uint8 target (B, R, R, 3) and refs (B, K, R, R, 3) -> z_in, mask, z_refs, target float."""
+        """uint8 target (B, R, R, 3) and refs (B / g, K, R, R, 3) -> z_in, mask, z_refs (B, K, 4, h, w), target
+        float. Each reference set may serve g consecutive targets (FrameSampler's groups): encoded once."""
         x = to_float(target)                                               # (B, 3, R, R)
         with torch.no_grad():
             z_refs = self.ae.encode(to_float(refs).flatten(0, 1)).unflatten(0, refs.shape[:2])
+            z_refs = z_refs.repeat_interleave(len(x) // len(refs), 0)
             z_in, mask = self.encode_target(x, masked)
         return z_in, mask, z_refs, x
 

@@ -270,7 +270,7 @@ speech = ""              # folder of real speech with phoneme times (default ../
                          # "none" to skip): closure, opening and pause-open, see flashsync/realspeech.py
 speech_faces = 2         # test faces each speech file drives
 noises = "white,pink,brown,hum,breath"   # noise floors mixed into the speech ("" for none)
-noise_db = "-60,-45,-30" # their levels, dB RMS re the speech's peak
+noise_db = "-60,-30"     # their levels, dB RMS re the speech's peak (e.g. -60,-50,-40,-30 for more)
 out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
 DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt")

@@ -221,7 +221,10 @@ class PoseModel(nn.Module):
         return self.lips(to_float(video).flatten(0, 1)).unflatten(0, video.shape[:2])
 
     def loss(self, batch):
-        poses, refs = self.poses(batch["video"]), self.poses(batch["refs"])
+        if "video_features" in batch:                          # lips vectors computed once (FrameSampler features)
+            poses, refs = batch["video_features"], batch["refs_features"]
+        else:
+            poses, refs = self.poses(batch["video"]), self.poses(batch["refs"])
         if not self.ready:
             flat = poses.flatten(0, 1)
             self.flow.mean.copy_(flat.mean(0))

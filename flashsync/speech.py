@@ -146,15 +146,19 @@ def timeline(rng, seconds, arousal_at, nsv=0.0):
 
     def pause(lo, hi):
         dur = rng.uniform(lo, hi)
-        if dur > 0.35 and rng.random() < 0.35:                    # a quiet breath through the nose
+        if dur > 0.35 and rng.random() < 0.35:                    # a quiet breath through the nose, then speech
             gap = rng.uniform(0.05, 0.1)
-            add("sil", gap, SILENCE)
-            add("breath", dur - 2 * gap, SILENCE)
+            breath = min(dur - 2 * gap, rng.uniform(0.3, 0.8))
+            add("sil", dur - breath - gap, SILENCE)
+            add("breath", breath, SILENCE)
             add("sil", gap, SILENCE)
         else:
             add("sil", dur, SILENCE)
 
-    add("sil", rng.uniform(0.1, 0.4), SILENCE)
+    # a recording often starts, and a speaker often waits, for seconds: long silences (with the room's
+    # noise, in training) must keep the mouth shut even when no speech is near to compare them with
+    long = max(0.4, min(3.0, seconds / 2))                        # a short clip keeps half for speech
+    pause(0.1, long if rng.random() < 0.3 else 0.4)
     while t < seconds:
         if rng.random() < nsv:
             if rng.random() < 0.5:
@@ -181,7 +185,7 @@ def timeline(rng, seconds, arousal_at, nsv=0.0):
                         add(name, dur, SPEECH, int(k == stress))
                 if rng.random() < 0.12:
                     add("sil", rng.uniform(0.03, 0.1), SILENCE)     # a hesitation between words
-        pause(0.15, 0.8)
+        pause(0.15, max(0.8, long) if rng.random() < 0.15 else 0.8)
     return segs
 
 

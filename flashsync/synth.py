@@ -407,14 +407,17 @@ def read_mouth(frames):
     top = red.topk(k, dim=-1).indices
     lip = lum.flatten(-2).gather(-1, top).mean(-1)[..., None, None]
     inner = sum(w * c for w, c in zip((0.299, 0.587, 0.114), INTERIOR))
-    # a dead zone (80 % of the lips' luminance) keeps shaded skin from counting a little on every row
-    edge = 0.85 * lip
+    # a dead zone (85 % of the lips' or, if darker, the skin's luminance: the box's median) keeps
+    # shaded or dark skin from counting as interior
+    skin = lum.flatten(-2).median(-1).values[..., None, None]
+    edge = 0.85 * torch.minimum(lip, skin)
     dark = ((edge - lum) / (edge - inner).clamp(min=0.05)).clamp(0, 1)
     # Teeth are bright but, like the interior, colourless: next to the dark interior
     # (the two rows above and one below it) any pixel is a mix of lips and
     # interior/teeth, unmixed linearly on chroma (red - blue), high only for lips.
     chroma = f[..., 0] - f[..., 2]
     lip_c = chroma.flatten(-2).gather(-1, top).mean(-1)[..., None, None]
+    lip_c = torch.minimum(lip_c, chroma.flatten(-2).median(-1).values[..., None, None])
     low_c = INTERIOR[0] - INTERIOR[2]
     pale = ((lip_c - chroma) / (lip_c - low_c).clamp(min=0.05)).clamp(0, 1)
     core = (dark > 0.2).float()

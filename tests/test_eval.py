@@ -84,7 +84,7 @@ def test_sync_expert_learns_offsets_of_unseen_identities(tmp_path):
     from flashsync.syncnet import SyncConfig, SyncNet
     root = tmp_path / "synth"
     r = run_script("data.py", "synth", f"--out_dir={root}", "--identities=10", "--clips_per_identity=2",
-                   "--seconds=1.6", "--resolution=32")
+                   "--seconds=3.2", "--resolution=32")
     assert r.returncode == 0, r.stderr
     torch.manual_seed(0)
     net = SyncNet(SyncConfig(width=8, dim=32))
@@ -149,7 +149,9 @@ def test_eval_suite_runs_and_repeats_exactly(tiny_ckpts, tmp_path):
     rows = outs[0]["suite"]
     assert set(rows) == {"FlashLips offline", "FlashLips streaming (160 ms)", "copy", "oracle"}
     assert "| copy | inf | 1.000 |" in r.stdout
-    assert rows["copy"]["r_source"] > 0.9 and rows["oracle"]["r_driving"] > 0.9   # the context rows mean it
+    # the context rows mean it (the reader is exact to r 0.98 at 64 px, about 0.87-0.91 at these 32 px)
+    assert rows["copy"]["r_source"] > 0.8 and rows["oracle"]["r_driving"] > 0.8
+    assert rows["oracle"]["r_driving"] > rows["copy"]["r_driving"] + 0.2
     assert rows["copy"]["psnr"] == float("inf") and rows["oracle"]["id_psnr"] == float("inf")
 
 
@@ -193,7 +195,7 @@ def test_speech_evaluation_on_a_folder(tiny_ckpts, tmp_path):
     from conftest import run_script
     from flashsync import speech
     data = tmp_path / "synth"
-    r = run_script("data.py", "synth", f"--out_dir={data}", "--identities=20", "--clips_per_identity=1",
+    r = run_script("data.py", "synth", f"--out_dir={data}", "--identities=20", "--clips_per_identity=2",
                    "--seconds=0.8", "--resolution=32")
     assert r.returncode == 0, r.stderr
     folder = tmp_path / "speech"
