@@ -23,7 +23,7 @@ out_dir = ""                 # default: data/synth for synth, data/video for vid
 resolution = 64              # crop size R (64 for the CPU demo; 128 or 256 on a GPU)
 seed = 0                     # synth: which speech, emotion, motion and occluders each clip gets
 # synth
-identities = 100             # identity i goes to train/val/test by i % 10 (8/1/1)
+identities = 200             # identity i goes to train/val/test by i % 10 (8/1/1)
 clips_per_identity = 2       # clips of each identity (different speech, emotion, motion)
 seconds = 6.0                # per clip
 occluder_prob = 0.25         # chance a clip has a hand or microphone crossing the face

@@ -37,7 +37,7 @@ out = "out/sample.mp4"            # the dubbed mp4 (never one of the inputs)
 editor = "out/refine/ckpt.pt"     # mask-free editor (or a masked 'editor' checkpoint)
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 steps = 6                         # Euler steps of the pose sampler
-guidance = 2.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
+guidance = 3.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 seed = 0                          # the pose sampler's noise
 lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
 compare = False                   # write source | output side by side

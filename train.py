@@ -49,7 +49,7 @@ pose_layers = 4                   # flow transformer blocks
 seq_len = 50                      # frames per training window (2 s)
 audio_augment = True              # train on random recordings of the speech: level, noise floors, rooms, bands
 phoneme_weight = 0.3              # auxiliary loss: name SynthTalk's phoneme of each frame from the audio (0: off)
-audio_drop = 0.15                 # chance a window trains without audio, for guidance at sampling (0: off)
+audio_drop = 0.3                  # chance a window trains without audio, for guidance at sampling (0: off)
 # optimisation
 batch_size = 16                   # per process (DDP: per GPU)
 max_steps = 2500                  # optimiser steps

@@ -59,7 +59,7 @@ def build(r, dev, fast, batch):
     ae = Autoencoder(AEConfig(resolution=r, factor=4 if small else 8,
                               channels=(16, 32, 64) if small else (64, 128, 256, 256)))
     editor = Editor(EditorConfig(resolution=r, channels=(64, 128) if small else (128, 256)), ae)
-    pose = PoseModel(PoseConfig(audio_drop=0.15), editor.lips)         # as trained: sampled with audio guidance
+    pose = PoseModel(PoseConfig(audio_drop=0.3), editor.lips)         # as trained: sampled with audio guidance
     lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
     lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))
     return lips

@@ -70,7 +70,7 @@ def mel_span(mel, start, n):
 class LipSync:
     """A trained editor (mask-free `refine`, or the masked `editor`) driven by a trained pose model."""
 
-    def __init__(self, editor, pose=None, seq_len=50, device="cpu", fast=False, batch=16, guidance=2.0):
+    def __init__(self, editor, pose=None, seq_len=50, device="cpu", fast=False, batch=16, guidance=3.0):
         self.masked = not hasattr(editor, "teacher")
         self.base = editor if self.masked else editor.teacher        # holds the autoencoder and lips encoder
         self.net = editor.net.to(device).eval()
@@ -95,7 +95,7 @@ class LipSync:
             self.step = torch.compile(self._step, mode="reduce-overhead" if self.cuda else None, dynamic=False)
 
     @classmethod
-    def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16, guidance=2.0):
+    def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16, guidance=3.0):
         ed = load_checkpoint(editor_path)
         if ed["kind"] not in ("refine", "editor"):
             raise UserError(f"{editor_path} holds a {ed['kind']!r} model; --editor needs a 'refine' (mask-free) "
