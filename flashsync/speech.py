@@ -7,7 +7,7 @@ formants down as the lips close and lets them rise as the jaw opens (DESIGN.md Â
 Everything is deterministic given a numpy Generator.
 
 Timeline: phrases of words of syllables (onset cluster, vowel, coda cluster) from an
-English-like inventory of 40 phonemes; one stressed syllable per content word, reduced
+English-like inventory of 39 phonemes; one stressed syllable per content word, reduced
 vowels elsewhere, phrase-final lengthening, a speaking rate per clip that arousal
 raises; pauses (some with a quiet breath through the nose), laughs and sighs. A
 segment is (start s, end s, phoneme id, label, stress) with labels 0 silence,
