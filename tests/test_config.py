@@ -84,7 +84,7 @@ def test_help_prints_usage_and_every_option(command, flag):
     expect = {"train.py": ["--max_steps=2500", "--lr=0.002", "continue from out_dir/ckpt.pt", "  optimisation:"],
               "sample.py": ["--steps=6", "Euler steps of the pose sampler", "--out='out/sample.mp4'"],
               "stream.py": ["--lookahead=2", "frames of future audio the pose model waits for"],
-              "data.py": ["--identities=100", "  synth:", "--split='train'"],
+              "data.py": ["--identities=200", "  synth:", "--split='train'"],
               "flashsync.eval": ["--speech=''", "noise floors mixed into the speech"],
               "flashsync.bench": ["--repeats=30"]}[command[-1]]
     for text in expect:
