@@ -2,6 +2,6 @@
 # python data.py synth config/synth_cpu.py
 out_dir = "data/synth"
 resolution = 64
-identities = 100
+identities = 200
 clips_per_identity = 2
 seconds = 6.0
