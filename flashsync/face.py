@@ -160,9 +160,11 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
     # away from the mouth, a change at a strong edge of the crop (a jaw line against hair) is mostly
     # the editor redrawing that edge, not the edit: discount it by the edge's contrast per pixel
     # (on the 256 px demo: lower face outside the mouth 35.5 -> 37.0 dB, LipLeak unchanged)
-    rec = f(recon)
-    edge = near(F.pad((rec[:, 1:] - rec[:, :-1]).abs(), (0, 0, 0, 1)) + F.pad((rec[1:] - rec[:-1]).abs(), (0, 0, 0, 0, 0, 1)))
-    changed = changed - 1.0 * edge * (1 - region_mask(MOUTH, r, feather=r / 16))
+    rec = f(recon)                                                          # (R, R, 3)
+    dx = F.pad(rec[:, 1:] - rec[:, :-1], (0, 0, 0, 1))
+    dy = F.pad(rec[1:] - rec[:-1], (0, 0, 0, 0, 0, 1))
+    edge = near(dx.abs() + dy.abs())                                        # (R, R) grey levels per pixel
+    changed = changed - edge * (1 - region_mask(MOUTH, r, feather=r / 16))
     old = near(f(face) - f(source)) * region_mask(MOUTH, r, feather=r / 32)
     k = max(1, r // 32)
     keep = region_mask(region, r, feather=r / 16)
