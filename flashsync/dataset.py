@@ -146,22 +146,27 @@ class FrameSampler:
     batch(n, generator) -> dict(target (n, R, R, 3) uint8, refs (n / group, K, R, R, 3) uint8,
     other (n, R, R, 3) uint8: another frame of the same clip, clip (n,), frame (n,)).
     `group` targets come from each clip drawn and share its K references (which avoid every
-    target's +-2 frames, so no mouth can be copied from them): a batch encodes n / group
+    target's +-gap frames, so no mouth can be copied from them): a batch encodes n / group
     reference sets instead of n, the costliest part of an editor step.
     With length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
-    the L-frame window that holds the target, and phoneme (n, L) int64: SynthTalk's phoneme id
-    of each frame (-1 for clips without ground truth, such as real videos).
-    features: a function of uint8 frames (N, R, R, 3) -> (N, D) computed once per clip at the start
-    (say, a frozen lips encoder); then the windows come as video_features (n, L, D) and
-    refs_features (n, K, D) instead of pixels.
+    the L-frame window that holds the target, phoneme (n, L) int64: SynthTalk's phoneme id
+    of each frame (-1 for clips without ground truth, such as real videos). Always occluder
+    (n, L, R, R) bool: the window's occluder masks (the target's, L = 1; all False for clips
+    without one). gap=L keeps references out of the window.
+    features: a function of uint8 frames (N, R, R, 3) -> (N, ...) computed once per clip at the start
+    (say, a frozen lips encoder or autoencoder); then the windows come as video_features (n, L, ...)
+    and refs_features (n, K, ...) instead of pixels. cache: a file that keeps them for the next run
+    (its name must say which frozen model made them).
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
     """
 
-    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None):
-        self.root, self.refs, self.length, self.group = root, refs, length, group
+    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache=""):
+        self.root, self.refs, self.length, self.group, self.gap = root, refs, length, group, gap
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
+        self.occluders = [np.load(p, mmap_mode="r") if os.path.exists(p) else None for p in
+                          (os.path.join(root, "clips", c["name"], "occluder.npy") for c in self.clips)]
         self.phonemes = None
         if length > 1:                                   # what the speech says, frame by frame, where it is known
             self.phonemes = []
@@ -170,10 +175,16 @@ class FrameSampler:
                     gt = json.load(fh).get("gt", {})
                 self.phonemes.append(np.asarray(gt.get("phoneme", np.full(len(f), -1)), np.int64))
         self.features = None
-        if features is not None:
+        if features is not None and cache and os.path.exists(cache):
+            self.features = [f.float() for f in torch.load(cache, weights_only=True)]
+        elif features is not None:
             with torch.no_grad():
                 self.features = [torch.cat([features(torch.from_numpy(np.array(f[i:i + 256])))
                                             for i in range(0, len(f), 256)]) for f in self.frames]
+            if cache:                                    # float16 halves the file; enough for training targets
+                self.features = [f.half().float() for f in self.features]     # what a later run will load
+                with atomic_path(cache, suffix=".pt") as tmp:
+                    torch.save([f.half() for f in self.features], tmp)
 
     def batch(self, n, generator):
         g = self.group
@@ -181,12 +192,12 @@ class FrameSampler:
             raise ValueError(f"batch size {n} is not a multiple of the group size {g}")
         clips = torch.randint(len(self.clips), (n // g,), generator=generator).tolist()
         u = torch.rand(n // g, g + self.refs + g, generator=generator)
-        target, refs, other, clip, frame, video, audio, phoneme, feat, ref_feat = ([] for _ in range(10))
+        target, refs, other, clip, frame, video, audio, phoneme, feat, ref_feat, occ = ([] for _ in range(11))
         for k, c in enumerate(clips):
             f = self.frames[c]
             ts = [min(int(v * len(f)), len(f) - 1) for v in u[k, :g].tolist()]
-            # references and `other` avoid the targets' +-2 frames, so a mouth cannot be copied from them
-            free = [i for i in range(len(f)) if all(abs(i - t) > 2 for t in ts)] or list(range(len(f)))
+            # references and `other` avoid the targets' +-gap frames, so a mouth cannot be copied from them
+            free = [i for i in range(len(f)) if all(abs(i - t) > self.gap for t in ts)] or list(range(len(f)))
             pick = lambda v: free[min(int(v * len(free)), len(free) - 1)]
             rs = sorted(pick(v) for v in u[k, g:g + self.refs].tolist())
             refs.append(f[rs])
@@ -197,8 +208,10 @@ class FrameSampler:
                 frame.append(t)
                 target.append(f[t])
                 other.append(f[pick(float(u[k, g + self.refs + j]))])
+                s = max(0, min(t, len(f) - self.length))        # the window holding the target
+                o = self.occluders[c]
+                occ.append(np.zeros((self.length, *f.shape[1:3]), bool) if o is None else o[s:s + self.length])
                 if self.length > 1:
-                    s = max(0, min(t, len(f) - self.length))
                     phoneme.append(self.phonemes[c][s:s + self.length])
                     if self.features is not None:
                         feat.append(self.features[c][s:s + self.length])
@@ -208,7 +221,8 @@ class FrameSampler:
                     audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
                                          dtype="float32")[0])
         out = dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
-                   other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame))
+                   other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame),
+                   occluder=torch.from_numpy(np.stack(occ)))
         if self.length > 1:
             out.update(audio=torch.from_numpy(np.stack(audio)), phoneme=torch.from_numpy(np.stack(phoneme)))
             if self.features is not None:

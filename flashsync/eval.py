@@ -47,7 +47,9 @@ from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.config import configure
 from flashsync.dataset import load_clip, read_index
 from flashsync.lipsync import LipSync
+from flashsync.keysync import Dubber
 from flashsync.nn import to_float, to_uint8
+from flashsync.occluder import iou
 from flashsync.speech import PHONEMES
 from flashsync.syncnet import MAX_OFFSET, embed_frames, embed_speech, lipscore, lse, offset_distances, shift_audio
 from flashsync.util import UserError, atomic_path, run_main
@@ -180,6 +182,21 @@ def flashlips(lips, steps=6, lookahead=-1):
     return run
 
 
+def keysync(dub, masks="truth", segmenter=None):
+    """A KeySync method for the suite: (clip, audio, mouth, seed) -> the generated crops (not pasted, like
+    FlashLips'). masks: "truth" (SynthTalk's occluder masks), "segmenter" or "none" (no occlusion handling)."""
+    def run(clip, audio, mouth, seed):
+        frames = clip["frames"]
+        occ = clip["occluder"] if masks == "truth" else None
+        if masks == "segmenter":
+            occ = np.concatenate([segmenter.masks(frames[i:i + 256]).numpy() for i in range(0, len(frames), 256)])
+        dub.seed = seed
+        dub.set_reference(frames[0])
+        n = -(-len(audio) // 640)
+        return np.stack([out for _, out, _ in dub.run(iter(frames[:n]), None if occ is None else iter(occ), audio)])
+    return run
+
+
 METHODS_FIXED = {
     "copy": lambda clip, audio, mouth, seed: clip["frames"],           # the source, untouched: leakage's upper bound
     "oracle": lambda clip, audio, mouth, seed: oracle(clip, mouth),    # the truth: the best any method can do
@@ -271,9 +288,14 @@ speech = ""              # folder of real speech with phoneme times (default ../
 speech_faces = 2         # test faces each speech file drives
 noises = "white,pink,brown,hum,breath"   # noise floors mixed into the speech ("" for none)
 noise_db = "-60,-30"     # their levels, dB RMS re the speech's peak (e.g. -60,-50,-40,-30 for more)
+ks_steps = 10            # KeySync: Euler steps of each diffusion model
+s_ref = 1.0              # KeySync: reference guidance (1: none beyond the conditional model)
+s_audio = 2.0            # KeySync: audio guidance
+segmenter = ""           # KeySync's occlusion segmenter (empty: out/occluder/ckpt.pt if it exists)
 out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
-DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt")
+DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt",
+        "out/keysync_key/ckpt.pt", "out/keysync_interp/ckpt.pt")
 SPEECH = "../shared/media/speech"
 
 
@@ -337,12 +359,59 @@ def main():
         print(f"\nsync expert ({expert_path}): offset within 1 frame on {100 * e['offset_within_1']:.1f} % of "
               f"{e['offsets_tested']} shifted clips (-10..10 frames); LSE-C of real pairs beats audio-swapped on "
               f"{100 * e['lse_c_real_beats_swapped']:.1f} % of {e['pairs']} pairs")
+    ks = [p for p in paths if kinds[p] == "keysync"]
+    if ks and synthtalk:
+        seg = segmenter or ("out/occluder/ckpt.pt" if os.path.exists("out/occluder/ckpt.pt") else "")
+        flash = next((m for k, m in methods.items() if k.startswith("FlashLips offline")), None)
+        result["keysync"] = keysync_tables(ks, seg, flash, clips, expert)
     print(f"\n({time.time() - t0:.0f} s)")
     if out:
         with atomic_path(out, suffix=".json") as tmp:
             with open(tmp, "w") as f:
                 json.dump(result, f, indent=1)
         print(f"wrote {out}")
+
+
+def keysync_tables(paths, seg_path, flash, clips, expert):
+    """KeySync's rows beside FlashLips (`flash`, the first FlashLips method) on the clips with an occluder
+    and as many without; then the occlusion ablations on the occluded clips and the segmenter's IoU."""
+    key, interp = _keysync_pair(paths)
+    dub = Dubber(key, interp, ks_steps, s_ref, s_audio)
+    bare = Dubber(key, interp, ks_steps, 1.0, 1.0)
+    seg = load_model(seg_path, "occluder") if seg_path else None
+    occluded = [c for c in clips if c["occluder"] is not None]
+    plain = [c for c in clips if c["occluder"] is None]
+    plain = plain[::max(1, len(plain) // max(1, len(occluded)))][:max(1, len(occluded))]
+    chosen = sorted(occluded + plain, key=lambda c: c["name"])
+    keys = ["psnr", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c", "lipscore",
+            "id_psnr", "flicker", "occ_psnr"]
+    flash = {"FlashLips": flash} if flash else {}
+    methods = {**flash, "KeySync": keysync(dub), "KeySync (no guidance)": keysync(bare), **METHODS_FIXED}
+    rows = suite(methods, chosen, expert)
+    print(f"\nKeySync ({', '.join(paths)}; {ks_steps} Euler steps, s_ref {s_ref}, s_audio {s_audio}) on "
+          f"{len(chosen)} test clips ({len(occluded)} with an occluder), true occluder masks:")
+    print(table(rows, [k for k in keys if any(k in r for r in rows.values())]))
+    out = dict(suite=rows)
+    if occluded:
+        occ_methods = {**flash, "KeySync (true masks)": keysync(dub),
+                       **({"KeySync (segmenter masks)": keysync(dub, "segmenter", seg)} if seg else {}),
+                       "KeySync (no occlusion handling)": keysync(dub, "none")}
+        out["occlusion"] = suite(occ_methods, occluded, expert)
+        print(f"\nOcclusion ({len(occluded)} test clips with a hand or microphone):")
+        print(table(out["occlusion"], ["r_driving", "r_source", "id_psnr", "occ_psnr"]))
+        if seg:
+            pred = np.concatenate([seg.masks(c["frames"]).numpy() for c in occluded])
+            out["segmenter_iou"] = iou(pred, np.concatenate([c["occluder"] for c in occluded]))
+            print(f"occlusion segmenter ({seg_path}): IoU {out['segmenter_iou']:.3f} on those clips' frames")
+    return out
+
+
+def _keysync_pair(paths):
+    """The keyframe and interpolation models among KeySync checkpoints."""
+    models = {load_checkpoint(p, "keysync")["config"]["interp"]: load_model(p, "keysync") for p in paths}
+    if set(models) != {False, True}:
+        raise UserError("KeySync needs both its models in --ckpt: the keyframe and the interpolation checkpoint")
+    return models[False], models[True]
 
 
 def speech_tables(methods, clips, folder):

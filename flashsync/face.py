@@ -141,7 +141,7 @@ def _grow(m, k):
     return F.avg_pool2d(m, 2 * k + 1, 1, k, count_include_pad=False)[0, 0]
 
 
-def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(12.0, 32.0)):
+def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(12.0, 32.0), hold=None):
     """Where an edited crop must be pasted -> masks m, g (R, R) in [0, 1], inside `region`.
 
     m: the edit changed something: mean |face - recon| over a 3x3 neighbourhood above 3-10
@@ -151,7 +151,8 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
        differs strongly (12-32 grey levels) from the edited one (an old open mouth where the
        edit closed it; the autoencoder blurs it, so the change alone can miss its corners).
        Take the edited pixels there, so nothing of the old mouth shows through.
-    Both grown by R/32, softened, and kept inside `region`, feathered by R/16.
+    Both grown by R/32, softened, and kept inside `region`, feathered by R/16, and out of `hold`
+    ((R, R) bool or None: pixels that must stay the source's, such as an occluder in front of the mouth).
     """
     r = face.shape[0]
     f = lambda a: torch.as_tensor(np.asarray(a)).float()
@@ -168,12 +169,14 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
     old = near(f(face) - f(source)) * region_mask(MOUTH, r, feather=r / 32)
     k = max(1, r // 32)
     keep = region_mask(region, r, feather=r / 16)
+    if hold is not None:
+        keep = keep * (1 - torch.as_tensor(np.asarray(hold)).float())
     m = _grow(_soft(torch.maximum(changed, old), *change), k) * keep
     g = torch.minimum(_grow(_soft(torch.maximum(changed, old), *replace), k) * keep, m)
     return m, g
 
 
-def paste(frame, face, box, recon=None, region=PASTE):
+def paste(frame, face, box, recon=None, region=PASTE, hold=None):
     """Paste what an edit changed back into a copy of the full (H, W, 3) frame, at the frame's resolution.
 
     face: the edited (R, R, 3) crop of `box`; recon: the same crop without the edit, through the
@@ -184,7 +187,7 @@ def paste(frame, face, box, recon=None, region=PASTE):
 
     with the soft masks of edit_masks() enlarged to the box (bicubic). Outside `region` of the box,
     and wherever the edit changed nothing, every pixel is the source pixel. A box that crosses
-    the frame's edge is pasted where it lies inside the frame.
+    the frame's edge is pasted where it lies inside the frame. hold: (R, R) bool crop pixels to keep.
     """
     x, y, s, _ = square(box)
     x0, y0, s = int(round(x)), int(round(y)), int(round(s))
@@ -194,7 +197,7 @@ def paste(frame, face, box, recon=None, region=PASTE):
     if cx1 <= cx0 or cy1 <= cy0:
         return out
     source = crop(frame, box, face.shape[0])
-    m, g = edit_masks(face, source if recon is None else recon, source, region)
+    m, g = edit_masks(face, source if recon is None else recon, source, region, hold=hold)
     rows, cols = np.nonzero((m > 0).numpy())                 # only the part of the box the masks touch
     if len(rows) == 0:
         return out

@@ -1,4 +1,6 @@
-"""Small building blocks shared by every model: norm, residual block, down/up sampling."""
+"""Small building blocks shared by every model: norm, residual block, down/up sampling, sinusoids."""
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -53,3 +55,12 @@ def to_float(video):
 def to_uint8(x):
     """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+
+
+def sinusoid(x, dim):
+    """Sinusoidal embedding of any real values (...,) -> (..., dim): sines then cosines of x at
+    frequencies 10000^(-k / (dim/2)) (Vaswani et al. 2017)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device) / half)
+    angles = x[..., None].float() * freqs
+    return torch.cat([angles.sin(), angles.cos()], -1)

@@ -22,7 +22,6 @@ which, for s > 1, makes closures closed and open vowels open rather than hedged
 (as talking-head diffusion models guide on audio).
 """
 import dataclasses
-import math
 
 import torch
 import torch.nn as nn
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 from flashsync.audio import log_mel
 from flashsync.augment import augment, mask_bands
-from flashsync.nn import to_float
+from flashsync.nn import sinusoid, to_float
 
 
 @dataclasses.dataclass
@@ -52,10 +51,7 @@ class PoseConfig:
 
 def timestep_embedding(t, dim):
     """Sinusoidal embedding of flow times t (B,) in [0, 1] -> (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-    angles = 1000.0 * t[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return sinusoid(1000.0 * t, dim)
 
 
 def lookahead_mask(t_len, lookahead, extra=0, device=None):

@@ -55,3 +55,23 @@ def tiny_ckpts(tiny_data, tmp_path_factory):
         assert r.returncode == 0, r.stderr
         done[model] = (str(out / model / "ckpt.pt"), r.stdout)
     return done
+
+
+KEYSYNC_TINY = ["--keyframes=3", "--stride=2", "--ks_channels=(8, 16)"]
+
+
+@pytest.fixture(scope="session")
+def tiny_keysync(tiny_data, tiny_ckpts, tmp_path_factory):
+    """KeySync's keyframe and interpolation models and the occlusion segmenter, a few train.py steps each,
+    on the tiny FlashLips chain: {name: checkpoint path}."""
+    out = tmp_path_factory.mktemp("keysync")
+    runs = {"key": ["--model=keysync", f"--init_from={tiny_ckpts['pose'][0]}", *KEYSYNC_TINY],
+            "interp": ["--model=keysync", "--interp=True", f"--init_from={tiny_ckpts['pose'][0]}", *KEYSYNC_TINY],
+            "occluder": ["--model=occluder"]}
+    done = {}
+    for name, args in runs.items():
+        r = run_script("train.py", *args, f"--data_dir={tiny_data}", f"--out_dir={out / name}", "--max_steps=2",
+                       "--eval_every=2", *TINY)
+        assert r.returncode == 0, r.stderr
+        done[name] = str(out / name / "ckpt.pt")
+    return done

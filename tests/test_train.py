@@ -72,12 +72,16 @@ def test_train_stages_checkpoint_round_trip(tiny_data, tiny_ckpts, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_resume_continues_the_same_curve(tiny_data, tmp_path):
+@pytest.mark.parametrize("model", ["ae", "keysync"])
+def test_resume_continues_the_same_curve(tiny_data, tiny_ckpts, tmp_path, model):
+    """Exactly the same losses after a kill and --resume: data position, optimiser and, for KeySync's
+    random noise levels and condition dropout, torch's random state travel with the checkpoint."""
     import subprocess
     import sys
     import time
-    from conftest import ROOT
-    common = ["--model=ae", f"--data_dir={tiny_data}", "--max_steps=40", "--eval_every=4", *TINY]
+    from conftest import KEYSYNC_TINY, ROOT
+    extra = [] if model == "ae" else [f"--init_from={tiny_ckpts['pose'][0]}", *KEYSYNC_TINY]
+    common = [f"--model={model}", f"--data_dir={tiny_data}", "--max_steps=40", "--eval_every=4", *TINY, *extra]
     r = run_script("train.py", *common, f"--out_dir={tmp_path / 'straight'}")
     assert r.returncode == 0, r.stderr
     # kill a run as soon as it has written a checkpoint, then resume it
@@ -89,7 +93,7 @@ def test_resume_continues_the_same_curve(tiny_data, tmp_path):
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    start = load_checkpoint(str(split / "ckpt.pt"), "ae")["step"]
+    start = load_checkpoint(str(split / "ckpt.pt"), model)["step"]
     assert start < 40
     r = run_script("train.py", *common, f"--out_dir={split}", "--resume")
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,16 @@
+# KeySync interpolation model at 256x256 on one GPU (see keysync_key_gpu.py).
+model = "keysync"
+interp = True
+data_dir = "data/synth256"
+out_dir = "out/keysync_interp256"
+init_from = "out/pose256/ckpt.pt"
+stride = 4
+ks_channels = (128, 256)
+p_mean = 1.0
+batch_size = 32
+max_steps = 50000
+lr = 3e-4
+min_lr = 3e-5
+warmup = 1000
+eval_every = 2000
+compile = True

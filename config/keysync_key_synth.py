@@ -1,0 +1,15 @@
+# KeySync keyframe model on SynthTalk 64x64, CPU: T = 8 keyframes 4 frames apart (a 1.16 s window).
+# Needs the FlashLips pose model (its frozen audio encoder) and the autoencoder under it.
+# python train.py config/keysync_key_synth.py
+model = "keysync"
+data_dir = "data/synth"
+out_dir = "out/keysync_key"
+init_from = "out/pose/ckpt.pt"
+keyframes = 8
+stride = 4
+batch_size = 8                    # windows: 8 x 8 = 64 frames a step
+max_steps = 1500
+lr = 1e-3
+warmup = 50
+eval_every = 400
+ema = 0.995

@@ -1,0 +1,132 @@
+"""The spatio-temporal latent backbone of the diffusion models (KeySync, KeyFace; DESIGN.md §4).
+
+A two-level UNet over every frame's latent (space: 2-D residual blocks), with temporal
+self-attention after each block (time: each latent cell attends to itself in the other
+frames of the window), and the audio of each frame entering twice, as KeySync does:
+added to the noise-level embedding (a per-frame scale and shift of every block) and by
+cross-attention of the low-resolution cells to the audio features around that frame.
+
+    x       (B, T, C_x, h, w)   c_in-scaled noisy latents, channel-concatenated with the conditions
+    c_noise (B,)                EDM's noise-level input
+    audio   (B, T, W, A)        each frame's window of W per-frame audio features
+    keep    (B,) bool           False: this sample's audio is replaced by a learned null (guidance)
+    extra   (B, T, E) or None   more per-frame embeddings added to the noise embedding (KeyFace: emotion)
+    pos     (T,)                the frames' positions in video frames (keyframes are S apart)
+    -> F    (B, T, C_out, h, w)
+"""
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flashsync.nn import Down, Up, norm, sinusoid
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    inputs: int = 9                # channels in: noisy latent + conditions
+    outputs: int = 4               # channels out: the latent
+    channels: tuple = (64, 128)    # widths at latent resolution and half of it
+    emb: int = 256                 # noise-level / per-frame embedding width
+    audio_dim: int = 128           # per-frame audio feature width
+    heads: int = 4
+
+
+class EmbBlock(nn.Module):
+    """Residual block whose second norm is scaled and shifted by the frame's embedding.
+    (N, cin, h, w), (N, E) -> (N, cout, h, w)"""
+
+    def __init__(self, cin, cout, emb):
+        super().__init__()
+        self.n1, self.c1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * cout)
+        self.n2, self.c2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, e):
+        h = self.c1(F.silu(self.n1(x)))
+        scale, shift = self.film(F.silu(e))[:, :, None, None].chunk(2, 1)
+        h = self.c2(F.silu(self.n2(h) * (1 + scale) + shift))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head attention of queries (N, L, C) to context (N, M, D) (self-attention if None),
+    added back; the output projection starts at zero so a new block starts as the identity."""
+
+    def __init__(self, dim, heads, context=None):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context or dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x, context=None):
+        n, length, c = x.shape
+        h = self.norm(x)
+        ctx = h if context is None else context
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)      # (N, heads, L, C / heads)
+        k, v = self.kv(ctx).chunk(2, -1)
+        out = F.scaled_dot_product_attention(split(self.q(h)), split(k), split(v))
+        return x + self.proj(out.transpose(1, 2).reshape(n, length, c))
+
+
+class Temporal(nn.Module):
+    """Self-attention over the T frames at every latent cell, with sinusoidal frame positions.
+    (B*T, C, h, w) -> (B*T, C, h, w)"""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.attn = Attention(dim, heads)
+
+    def forward(self, x, t, pos):
+        bt, c, h, w = x.shape
+        seq = x.unflatten(0, (-1, t)).permute(0, 3, 4, 1, 2).reshape(-1, t, c)    # (B*h*w, T, C)
+        seq = self.attn(seq + sinusoid(pos, c).to(seq.dtype))
+        return seq.reshape(-1, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(bt, c, h, w)
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        c0, c1 = cfg.channels
+        e = cfg.emb
+        self.noise = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
+        self.audio_emb = nn.Linear(cfg.audio_dim, e)
+        self.null = nn.Parameter(torch.zeros(cfg.audio_dim))          # the audio features of "no audio"
+        self.inp = nn.Conv2d(cfg.inputs, c0, 3, padding=1)
+        self.enc, self.enc_t = EmbBlock(c0, c0, e), Temporal(c0, cfg.heads)
+        self.down = Down(c0, c1)
+        self.mid1, self.mid1_t = EmbBlock(c1, c1, e), Temporal(c1, cfg.heads)
+        self.cross = Attention(c1, cfg.heads, cfg.audio_dim)
+        self.mid2, self.mid2_t = EmbBlock(c1, c1, e), Temporal(c1, cfg.heads)
+        self.up = Up(c1, c0)
+        self.dec, self.dec_t = EmbBlock(2 * c0, c0, e), Temporal(c0, cfg.heads)
+        self.out = nn.Sequential(norm(c0), nn.SiLU(), nn.Conv2d(c0, cfg.outputs, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x, c_noise, audio, keep, pos, extra=None):
+        b, t, _, h, w = x.shape
+        audio = torch.where(keep[:, None, None, None], audio, self.null.to(audio.dtype))    # (B, T, W, A)
+        e = self.noise(sinusoid(c_noise * 250, self.cfg.emb))[:, None]                    # (B, 1, E)
+        e = e + self.audio_emb(audio.mean(2))                                               # (B, T, E)
+        if extra is not None:
+            e = e + extra
+        e = e.flatten(0, 1)                                                                 # (B*T, E)
+        ctx = audio.flatten(0, 1)                                                           # (B*T, W, A)
+        x = self.inp(x.flatten(0, 1))                                                       # (B*T, c0, h, w)
+        skip = self.enc_t(self.enc(x, e), t, pos)
+        x = self.mid1_t(self.mid1(self.down(skip), e), t, pos)                              # (B*T, c1, h/2, w/2)
+        cells = x.flatten(2).transpose(1, 2)                                                # (B*T, hw/4, c1)
+        x = self.cross(cells, ctx).transpose(1, 2).reshape(x.shape)
+        x = self.mid2_t(self.mid2(x, e), t, pos)
+        x = self.dec_t(self.dec(torch.cat([self.up(x), skip], 1), e), t, pos)
+        return self.out(x).unflatten(0, (b, t))                                            # (B, T, C_out, h, w)

@@ -1,0 +1,64 @@
+"""The occlusion segmenter: which pixels of a face crop are covered by something in front of the face.
+
+KeySync asks the user to click the occluder for SAM2; here, when no mask file is given, a small
+UNet trained on SynthTalk's ground-truth occluder masks (hands, microphones passing in front of
+the lower face) predicts them. (B, 3, R, R) -> (B, R, R) logits, binary cross-entropy.
+"""
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flashsync.nn import Down, ResBlock, Up, to_float
+
+
+@dataclasses.dataclass
+class SegmenterConfig:
+    resolution: int = 64
+    channels: tuple = (16, 32, 64)     # widths at R, R/2, R/4
+
+
+class Segmenter(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        c0, c1, c2 = cfg.channels
+        self.inp = nn.Conv2d(3, c0, 3, padding=1)
+        self.e0, self.d0 = ResBlock(c0), Down(c0, c1)
+        self.e1, self.d1 = ResBlock(c1), Down(c1, c2)
+        self.mid = nn.Sequential(ResBlock(c2), ResBlock(c2))
+        self.u1, self.m1 = Up(c2, c1), ResBlock(2 * c1, c1)
+        self.u0, self.m0 = Up(c1, c0), ResBlock(2 * c0, c0)
+        self.out = nn.Conv2d(c0, 1, 1)
+
+    def logits(self, x):
+        """(B, 3, R, R) in [-1, 1] -> (B, R, R)."""
+        s0 = self.e0(self.inp(x))
+        s1 = self.e1(self.d0(s0))
+        h = self.mid(self.d1(s1))
+        h = self.m1(torch.cat([self.u1(h), s1], 1))
+        h = self.m0(torch.cat([self.u0(h), s0], 1))
+        return self.out(h)[:, 0]
+
+    def loss(self, batch):
+        truth = batch["occluder"][:, 0].float()                       # (B, R, R): the target frame's mask
+        logits = self.logits(to_float(batch["target"]))
+        pred = logits.detach() > 0
+        inter, union = (pred & (truth > 0)).sum(), (pred | (truth > 0)).sum()
+        iou = inter / union.clamp(min=1)
+        return F.binary_cross_entropy_with_logits(logits, truth), dict(iou=iou)
+
+    forward = loss
+
+    @torch.no_grad()
+    def masks(self, crops):
+        """uint8 crops (B, R, R, 3) -> bool occluder masks (B, R, R)."""
+        return self.logits(to_float(torch.as_tensor(crops))) > 0
+
+
+def iou(pred, truth):
+    """Intersection over union of two bool mask stacks, over all their pixels (1 when both are empty)."""
+    pred, truth = torch.as_tensor(pred).bool(), torch.as_tensor(truth).bool()
+    union = int((pred | truth).sum())
+    return 1.0 if union == 0 else int((pred & truth).sum()) / union
