@@ -53,7 +53,7 @@ occluder_masks = ""               # KeySync: a video or image of occluder masks,
 segmenter = "out/occluder/ckpt.pt"          # KeySync without a mask file: the occlusion segmenter ("": none)
 ks_steps = 10                     # KeySync: Euler steps
 s_ref = 1.0                       # KeySync: reference guidance
-s_audio = 2.0                     # KeySync: audio guidance
+s_audio = 4.0                     # KeySync: audio guidance (keyframes alone, r_driving at s = 1 / 2 / 4 / 6: 0.63 / 0.76 / 0.81 / 0.83)
 compare = False                   # write source | output side by side
 batch = 16                        # frames edited at once
 fast = False                      # the compiled static-shape step (CUDA: bf16 + CUDA graphs); see flashsync.bench

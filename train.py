@@ -288,8 +288,10 @@ def main():
     if model == "keysync":                             # the latents of a dataset under one autoencoder, kept on disk
         digest = hashlib.sha1(b"".join(v.cpu().numpy().tobytes() for v in net.ae.state_dict().values()))
         cache = os.path.join(data_dir, f"latents_{digest.hexdigest()[:12]}_{{}}.pt")
+    occluded = 0.5 if model == "occluder" else 0.0     # the segmenter sees a hand or microphone in half its frames
     train_data, val_data = (FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
-                                         gap=gap, cache=cache.format(split)) for split in ("train", "val"))
+                                         gap=gap, cache=cache.format(split), occluded=occluded)
+                            for split in ("train", "val"))
     ema_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
     params = trainable(net)
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))

@@ -1,4 +1,5 @@
-"""FlashLips speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16] [--device=cuda]
+"""FlashLips and KeySync speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16]
+[--device=cuda]
 
 Random weights (speed does not depend on training) in the architecture of the shipped configs:
 config/*_synth.py up to 128 px (f = 4), config/*_gpu.py from 256 px (f = 8, wider). Per row: ms per frame of each stage in
@@ -7,6 +8,11 @@ and the unedited latent, both of which paste-back needs), then the whole per-fra
 -> the two uint8 crops) end to end, eager and fast (LipSync's compiled
 step; on CUDA also bf16 + CUDA graphs). Every time is the median of `repeats` timed runs
 after warm-up; the first call's time (compilation) is reported on its own.
+
+KeySync rows (`keysync_res`): one window of its Dubber (T = 8 keyframes, then the 3 frames between
+each pair, `ks_steps` Euler steps with audio guidance: three network passes per step), encode and
+decode included, per output frame, beside FlashLips' offline end to end (batch 16, eager) and the
+ratio of the two.
 """
 import statistics
 import time
@@ -28,6 +34,8 @@ modes = "eager,fast"      # fast: LipSync's compiled static-shape step
 repeats = 30              # timed runs per number (the median is reported)
 device = "auto"           # auto | cpu | cuda
 threads = 0               # CPU threads (0: torch's default)
+keysync_res = "64,128"    # crop sizes of the KeySync rows ("" for none)
+ks_steps = 10             # KeySync's Euler steps
 # -----------------------------------------------------------------------------
 
 
@@ -85,6 +93,25 @@ def bench_row(r, batch, dev, mode, repeats):
     return row
 
 
+@torch.no_grad()
+def keysync_row(r, dev, repeats=1):
+    """ms per frame of KeySync over one keyframe window, and of FlashLips offline at the same size."""
+    from flashsync.keysync import Dubber, KeySync, KeySyncConfig
+    from flashsync.pose import AudioEncoder
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(resolution=r, factor=4, channels=(16, 32, 64)))
+    audio = AudioEncoder(PoseConfig())
+    key, interp = (KeySync(KeySyncConfig(resolution=r, interp=i), ae, audio) for i in (False, True))
+    dub = Dubber(key, interp, steps=ks_steps, s_ref=1.0, s_audio=4.0, device=dev)
+    dub.set_reference(torch.randint(0, 256, (r, r, 3), dtype=torch.uint8))
+    n = dub.hop + 1
+    crops = torch.randint(0, 256, (n, r, r, 3), dtype=torch.uint8).numpy()
+    wave = 0.1 * torch.randn(n * 640)
+    ks = timed(lambda: list(dub.run(iter(crops), None, wave)), dev, repeats)[0] / n
+    flash = bench_row(r, 16, dev, "eager", 5)["e2e_ms"] / 1000
+    return dict(res=r, keysync_ms=1000 * ks, keysync_fps=1 / ks, flashlips_ms=1000 * flash, ratio=ks / flash)
+
+
 def main():
     configure(globals())
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,6 +130,17 @@ def main():
                 row = bench_row(r, b, dev, mode, repeats)
                 cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
                 print("| " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |", flush=True)
+    sizes = [int(v) for v in keysync_res.split(",") if v]
+    if sizes:
+        cols = ["res", "keysync_ms", "keysync_fps", "flashlips_ms", "ratio"]
+        print(f"\nKeySync ({ks_steps} Euler steps, audio guidance 4) vs FlashLips offline (batch 16, eager), ms per "
+              f"frame; ratio = how many times faster FlashLips is:\n")
+        print("| " + " | ".join(cols) + " |")
+        print("|---" * len(cols) + "|")
+        for r in sizes:
+            row = keysync_row(r, dev)
+            print("| " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ class FrameSampler:
     the L-frame window that holds the target, phoneme (n, L) int64: SynthTalk's phoneme id
     of each frame (-1 for clips without ground truth, such as real videos). Always occluder
     (n, L, R, R) bool: the window's occluder masks (the target's, L = 1; all False for clips
-    without one). gap=L keeps references out of the window.
+    without one). gap=L keeps references out of the window. occluded: the fraction of targets
+    drawn from frames that show an occluder (for the occlusion segmenter).
     features: a function of uint8 frames (N, R, R, 3) -> (N, ...) computed once per clip at the start
     (say, a frozen lips encoder or autoencoder); then the windows come as video_features (n, L, ...)
     and refs_features (n, K, ...) instead of pixels. cache: a file that keeps them for the next run
@@ -161,12 +162,16 @@ class FrameSampler:
     saves the data position (exact resume).
     """
 
-    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache=""):
+    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache="", occluded=0.0):
         self.root, self.refs, self.length, self.group, self.gap = root, refs, length, group, gap
+        self.occluded = occluded
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
         self.occluders = [np.load(p, mmap_mode="r") if os.path.exists(p) else None for p in
                           (os.path.join(root, "clips", c["name"], "occluder.npy") for c in self.clips)]
+        # frames that show an occluder, per clip: `occluded` of the targets come from them (a rare class)
+        self.shown = [np.nonzero(np.asarray(o).reshape(len(o), -1).any(1))[0] if o is not None and occluded > 0
+                      else np.zeros(0, int) for o in self.occluders]
         self.phonemes = None
         if length > 1:                                   # what the speech says, frame by frame, where it is known
             self.phonemes = []
@@ -193,9 +198,17 @@ class FrameSampler:
         clips = torch.randint(len(self.clips), (n // g,), generator=generator).tolist()
         u = torch.rand(n // g, g + self.refs + g, generator=generator)
         target, refs, other, clip, frame, video, audio, phoneme, feat, ref_feat, occ = ([] for _ in range(11))
+        if self.occluded > 0:                            # some targets on frames with an occluder
+            with_occ = [i for i, s in enumerate(self.shown) if len(s)]
+            pick, which = torch.rand(n // g, generator=generator), torch.randint(1 << 30, (n // g,), generator=generator)
+            clips = [with_occ[w % len(with_occ)] if p < self.occluded and with_occ else c
+                     for c, p, w in zip(clips, pick.tolist(), which.tolist())]
         for k, c in enumerate(clips):
             f = self.frames[c]
             ts = [min(int(v * len(f)), len(f) - 1) for v in u[k, :g].tolist()]
+            if self.occluded > 0 and len(self.shown[c]):
+                ts = [int(self.shown[c][min(int(v * len(self.shown[c])), len(self.shown[c]) - 1)])
+                      for v in u[k, :g].tolist()]
             # references and `other` avoid the targets' +-gap frames, so a mouth cannot be copied from them
             free = [i for i in range(len(f)) if all(abs(i - t) > self.gap for t in ts)] or list(range(len(f)))
             pick = lambda v: free[min(int(v * len(free)), len(free) - 1)]

@@ -169,7 +169,7 @@ class KeySync(nn.Module):
     forward = loss
 
     @torch.no_grad()
-    def sample(self, source, mask, ref, audio, known, noise, steps=10, s_ref=1.0, s_audio=2.0):
+    def sample(self, source, mask, ref, audio, known, noise, steps=10, s_ref=1.0, s_audio=4.0):
         """Generate latents (B, T, 4, h, w): source (B, T, 4, h, w) is the clean latent kept outside `mask`
         (B, T, 1, h, w) (and on known frames, whose mask is 0); ref (B, 4, h, w); audio (B, T, W, A)
         windows; known (B, T) bool; noise (B, T, 4, h, w). s_ref = s_audio = 1: one pass, no guidance."""
@@ -201,7 +201,7 @@ class Dubber:
 
     The noise of window w comes from (seed, w) alone, so a result does not depend on chunking."""
 
-    def __init__(self, key, interp, steps=10, s_ref=1.0, s_audio=2.0, seed=0, device="cpu"):
+    def __init__(self, key, interp, steps=10, s_ref=1.0, s_audio=4.0, seed=0, device="cpu"):
         if key.cfg.interp or not interp.cfg.interp or interp.cfg.stride != key.cfg.stride:
             raise ValueError("Dubber needs a keyframe model and an interpolation model with the same stride")
         self.key, self.interp = key.to(device).eval(), interp.to(device).eval()

@@ -44,10 +44,14 @@ class Segmenter(nn.Module):
     def loss(self, batch):
         truth = batch["occluder"][:, 0].float()                       # (B, R, R): the target frame's mask
         logits = self.logits(to_float(batch["target"]))
+        # occluders cover few of SynthTalk's pixels: plain BCE learned "never" (IoU 0). A soft IoU over the
+        # batch weighs the occluder's pixels as much as all the rest (and train.py draws half the
+        # targets from frames that show one).
+        p = torch.sigmoid(logits)
+        soft_iou = (p * truth).sum() / (p + truth - p * truth).sum().clamp(min=1)
         pred = logits.detach() > 0
-        inter, union = (pred & (truth > 0)).sum(), (pred | (truth > 0)).sum()
-        iou = inter / union.clamp(min=1)
-        return F.binary_cross_entropy_with_logits(logits, truth), dict(iou=iou)
+        iou = (pred & (truth > 0)).sum() / (pred | (truth > 0)).sum().clamp(min=1)
+        return F.binary_cross_entropy_with_logits(logits, truth) + (1 - soft_iou), dict(iou=iou)
 
     forward = loss
 
