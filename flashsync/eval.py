@@ -34,8 +34,8 @@ The suite (each of the 20 test clips driven by its own speech, by another identi
   and a check of the expert itself: offsets recovered on clips with the audio shifted -10..10
   frames, and how often LSE-C of a real pair beats the same video with another clip's speech.
 
-KeySync (both its checkpoints in --ckpt, or the demo's out/keysync_*): a diffusion model is ~100x
-slower than FlashLips on a CPU, so its rows use the test clips with an occluder and as many without,
+KeySync (both its checkpoints in --ckpt, or the demo's out/keysync_*): a diffusion model is ~16x
+slower per frame than FlashLips (flashsync.bench), so its rows use the test clips with an occluder and as many without,
 with FlashLips on the same clips beside it: KeySync with the true occluder masks, without guidance
 (ablation); then, on the occluded clips and the cross-sync runs only, the segmenter's masks and no
 occlusion handling (ablation), and the segmenter's IoU.
