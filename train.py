@@ -121,7 +121,7 @@ def demo():
     """`python train.py` alone: SynthTalk data if missing, the four FlashLips stages with their
     config/<stage>_synth.py (finished stages are kept, interrupted ones resumed), then
     out/demo.mp4 (a held-out face dubbed with another clip's speech, beside its source) and
-    its sync numbers. About 21 minutes on 2 CPU cores."""
+    its sync numbers. About 18-21 minutes on 2 CPU cores (bf16 CPUs are the faster)."""
     t0 = time.time()
     if not os.path.exists("data/synth/index.json"):
         print("== SynthTalk data (data/synth)", flush=True)
