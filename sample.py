@@ -1,8 +1,13 @@
-"""Lip-sync a video, or animate a still face, to new speech with FlashLips (or KeySync).
+"""Lip-sync a video, or animate a still face, to new speech with FlashLips (or KeySync, KeyFace).
 
     python sample.py --video in.mp4 --audio speech.wav --box x,y,w,h --out out.mp4
     python sample.py --video face.png --audio speech.wav --out talking.mp4 --compare
     python sample.py --method=keysync --video in.mp4 --audio speech.wav --occluder_masks masks.mp4
+    python sample.py --method=keyface --image face.png --audio speech.wav --emotion "0:neutral,4:happy"
+
+KeyFace (--method=keyface) animates one face image from the audio alone: head, eyes, brows
+and mouth all move, with the emotion asked for (--emotion, --valence, --arousal; none:
+the emotion the audio implies) and laughs and sighs where the audio has them.
 
 KeySync (--method=keysync) regenerates the whole lower face with its keyframe and
 interpolation diffusion models, window by window, keeping whatever covers the mouth
@@ -31,6 +36,7 @@ from flashsync import FPS, SAMPLES_PER_FRAME, face, video as vid
 from flashsync.audio import load_audio
 from flashsync.config import configure
 from flashsync.lipsync import LipSync, reference_crops
+from flashsync.nn import to_uint8
 from flashsync.util import UserError, check_file, check_output, run_main, warn
 
 # -----------------------------------------------------------------------------
@@ -40,7 +46,7 @@ audio = ""                        # driving speech (any format; resampled to 16 
 box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
 boxes = ""                        # or a text file with one box per frame (from any detector)
 out = "out/sample.mp4"            # the dubbed mp4 (never one of the inputs)
-method = "flashlips"              # flashlips | keysync
+method = "flashlips"              # flashlips | keysync | keyface
 editor = "out/refine/ckpt.pt"     # mask-free editor (or a masked 'editor' checkpoint)
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 steps = 6                         # Euler steps of the pose sampler
@@ -51,9 +57,18 @@ keyframes = "out/keysync_key/ckpt.pt"       # KeySync: the keyframe model
 interp = "out/keysync_interp/ckpt.pt"       # KeySync: the interpolation model
 occluder_masks = ""               # KeySync: a video or image of occluder masks, one per video frame (white = occluder)
 segmenter = "out/occluder/ckpt.pt"          # KeySync without a mask file: the occlusion segmenter ("": none)
-ks_steps = 10                     # KeySync: Euler steps
-s_ref = 1.0                       # KeySync: reference guidance
-s_audio = 4.0                     # KeySync: audio guidance (keyframes alone, r_driving at s = 1 / 2 / 4 / 6: 0.63 / 0.76 / 0.81 / 0.83)
+ks_steps = 10                     # KeySync, KeyFace: Euler steps
+s_ref = 1.0                       # KeySync, KeyFace: reference (identity) guidance
+s_audio = 4.0                     # KeySync, KeyFace: audio guidance (keyframes alone, r_driving at s = 1 / 2 / 4 / 6: 0.63 / 0.76 / 0.81 / 0.83)
+image = ""                        # KeyFace: the face image (any format av reads; --box: the face in a larger image)
+keyface_key = "out/keyface_key/ckpt.pt"          # KeyFace: the keyframe model
+keyface_interp = "out/keyface_interp/ckpt.pt"    # KeyFace: the interpolation model
+emotion = ""                      # KeyFace: happy, sad, angry, calm, surprised, neutral, ... or a schedule
+                                  # "0:neutral,4:happy,8:sad" (seconds:name, linear in between); "": from the audio
+valence = float("nan")            # KeyFace: -1 (displeasure) .. 1 (pleasure), replaces the emotion's
+arousal = float("nan")            # KeyFace: -1 (sleepy) .. 1 (excited), replaces the emotion's
+accentuate = 1.0                  # KeyFace: multiplies valence and arousal (the paper uses 1.5)
+first_is_identity = False         # KeyFace: the video starts on the image itself
 compare = False                   # write source | output side by side
 batch = 16                        # frames edited at once
 fast = False                      # the compiled static-shape step (CUDA: bf16 + CUDA graphs); see flashsync.bench
@@ -84,20 +99,28 @@ def main():
     args = configure(globals())
     if args:
         raise UserError(f"unexpected arguments {' '.join(args)} (options are --key=value, e.g. --video in.mp4)")
-    if not video or not audio:
-        raise UserError("give the face and the speech: python sample.py --video in.mp4 --audio speech.wav "
-                        "--box x,y,w,h --out out.mp4")
+    if method not in ("flashlips", "keysync", "keyface"):
+        raise UserError(f"--method={method}: use flashlips, keysync or keyface")
+    kf = method == "keyface"
+    src = (image or video) if kf else video
+    if not src or not audio:
+        raise UserError("give the face and the speech: " + ("python sample.py --method=keyface --image face.png "
+                        "--audio speech.wav --out out.mp4" if kf else "python sample.py --video in.mp4 --audio "
+                        "speech.wav --box x,y,w,h --out out.mp4"))
     if not out.lower().endswith(".mp4"):
         raise UserError(f"--out {out}: the output is an mp4 file; give a name ending in .mp4")
-    if method not in ("flashlips", "keysync"):
-        raise UserError(f"--method={method}: use flashlips or keysync")
     check_file(audio, "audio file")
     ks = method == "keysync"
-    check_output(out, {"input video": video, "driving audio": audio, "box file": boxes,
+    check_output(out, {"input video" if not kf else "face image": src, "driving audio": audio, "box file": boxes,
                        **({"keyframe checkpoint": keyframes, "interpolation checkpoint": interp,
                            "occluder masks": occluder_masks} if ks else
+                          {"keyframe checkpoint": keyface_key, "interpolation checkpoint": keyface_interp} if kf else
                           {"editor checkpoint": editor, "pose checkpoint": pose})})
-    info = vid.probe(video)                              # missing, unreadable, no video stream: one line
+    if kf:                                               # a bad emotion is one line before anything loads
+        from flashsync import emotion as emotions
+        emotions.track(1, emotion, None if valence != valence else valence,
+                             None if arousal != arousal else arousal, accentuate)
+    info = vid.probe(src)                                # missing, unreadable, no video stream: one line
     wave = load_audio(audio)                             # any rate and channel count; zero length: one line
     n_out = max(1, round(wave.shape[0] / SAMPLES_PER_FRAME))
     per_frame = face.load_boxes(boxes) if boxes else None
@@ -106,6 +129,8 @@ def main():
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
+    if kf:
+        return keyface(src, info, wave, n_out, first, dev)
     mask_info = check_masks(info) if ks else None
     if ks:
         lips = None
@@ -162,20 +187,9 @@ def check_masks(info):
 
 
 def load_keysync(dev):
-    """The two KeySync models, each checked to be what its option names."""
-    from flashsync.checkpoint import load_checkpoint, load_model
+    """The two KeySync models, checked, in a Dubber."""
     from flashsync.keysync import Dubber
-    for path, want, option in ((keyframes, False, "--keyframes"), (interp, True, "--interp")):
-        ck = load_checkpoint(path)
-        if ck["kind"] != "keysync":
-            raise UserError(f"{option} {path} holds a {ck['kind']!r} model, not KeySync's (train it with "
-                            f"python train.py keysync)")
-        if ck["config"]["interp"] != want:
-            raise UserError(f"{option} {path} is KeySync's {'interpolation' if not want else 'keyframe'} model; "
-                            f"{option} needs the {'interpolation' if want else 'keyframe'} model")
-    key, between = load_model(keyframes, "keysync"), load_model(interp, "keysync")
-    if key.cfg.stride != between.cfg.stride or key.cfg.resolution != between.cfg.resolution:
-        raise UserError(f"{keyframes} and {interp} were trained for different strides or resolutions")
+    key, between = load_pair("keysync", keyframes, interp, "python train.py keysync")
     return Dubber(key, between, ks_steps, s_ref, s_audio, seed, dev)
 
 
@@ -223,6 +237,59 @@ def keysync(dub, ref, info, mask_info, wave, n_out, where, res):
             done += 1
             report(done)
     print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio, KeySync "
+          f"({time.time() - t0:.1f} s)")
+
+
+def load_pair(kind, key_path, interp_path, command):
+    """A diffusion method's keyframe and interpolation models, each checked to be what its option names."""
+    from flashsync.checkpoint import load_checkpoint, load_model
+    for path, want, option in ((key_path, False, "--keyframes" if kind == "keysync" else "--keyface_key"),
+                               (interp_path, True, "--interp" if kind == "keysync" else "--keyface_interp")):
+        ck = load_checkpoint(path)
+        if ck["kind"] != kind:
+            raise UserError(f"{option} {path} holds a {ck['kind']!r} model, not {KINDS[kind]}'s (train it with "
+                            f"{command})")
+        if ck["config"]["interp"] != want:
+            raise UserError(f"{option} {path} is {KINDS[kind]}'s {'interpolation' if not want else 'keyframe'} "
+                            f"model; {option} needs the {'interpolation' if want else 'keyframe'} model")
+    key, between = load_model(key_path, kind), load_model(interp_path, kind)
+    if key.cfg.stride != between.cfg.stride or key.cfg.resolution != between.cfg.resolution:
+        raise UserError(f"{key_path} and {interp_path} were trained for different strides or resolutions")
+    return key, between
+
+
+KINDS = {"keysync": "KeySync", "keyface": "KeyFace"}
+KEYFACE_PASTE = (0.04, 0.04, 0.96, 0.96)     # the generated crop, feathered to the box's edge
+
+
+def keyface(src, info, wave, n_out, box, dev):
+    """The KeyFace path: the face of one image animated by the audio, window by window; every frame is the
+    image with the generated face pasted into its box (only where it changed: the rest keeps the image's
+    own pixels)."""
+    from flashsync import emotion as emotions
+    from flashsync.keyface import Animator
+    emo = emotions.track(n_out, emotion, None if valence != valence else valence,
+                         None if arousal != arousal else arousal, accentuate)
+    key, between = load_pair("keyface", keyface_key, keyface_interp, "python train.py keyface")
+    anim = Animator(key, between, ks_steps, s_ref, s_audio, seed, dev)
+    if info.frames > 1:
+        warn(f"{src} is a video: KeyFace animates its first frame")
+    picture = next(iter(vid.read_frames(src, 0, info)))
+    res = key.cfg.resolution
+    crop = face.crop(picture, box, res)
+    with torch.no_grad():
+        recon = to_uint8(key.ae.decode(key.encode(torch.as_tensor(crop)[None])).float())[0].numpy()
+    width = info.width * (2 if compare else 1)
+    t0, done, report = time.time(), 0, Progress(n_out)
+    drive = torch.nn.functional.pad(torch.as_tensor(wave)[:n_out * SAMPLES_PER_FRAME],
+                                    (0, max(0, n_out * SAMPLES_PER_FRAME - len(wave))))       # exactly n_out frames
+    with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
+        for generated in anim.run(crop, drive.numpy(), emo, first_is_identity):
+            result = face.paste(picture, generated, box, recon, region=KEYFACE_PASTE)
+            writer.write(np.concatenate([picture, result], 1) if compare else result)
+            done += 1
+            report(done)
+    print(f"wrote {out}: {n_out} frames, {width}x{info.height}, {n_out / FPS:.2f} s with audio, KeyFace "
           f"({time.time() - t0:.1f} s)")
 
 

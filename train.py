@@ -8,6 +8,8 @@
     python train.py config/syncnet_synth.py        # the lip-sync expert for the metrics
     python train.py keysync                        # after the demo: KeySync (segmenter, keyframe, interpolation
                                                    # models) and out/keysync_demo.mp4
+    python train.py keyface                        # after the demo: KeyFace (event encoder, keyframe, interpolation
+                                                   # models) and out/keyface_demo.mp4
     torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
 
 nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
@@ -32,7 +34,7 @@ from flashsync.util import UserError, atomic_path, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
-model = "ae"                      # ae | editor | refine | pose | syncnet | keysync | occluder
+model = "ae"                      # ae | editor | refine | pose | syncnet | keysync | keyface | occluder | events
 data_dir = "data/synth"           # a dataset made by data.py
 out_dir = "out/ae"                # checkpoint, log and sample images go here
 init_from = ""                    # checkpoint this model builds on (editor: the autoencoder; refine: the editor)
@@ -53,7 +55,8 @@ seq_len = 50                      # frames per training window (2 s)
 audio_augment = True              # train on random recordings of the speech: level, noise floors, rooms, bands
 phoneme_weight = 0.3              # auxiliary loss: name SynthTalk's phoneme of each frame from the audio (0: off)
 audio_drop = 0.3                  # chance a window trains without audio, for guidance at sampling (0: off)
-# keysync (keyframe and interpolation latent diffusion; init_from: the pose model, for its audio encoder)
+# keysync, keyface (keyframe and interpolation latent diffusion; init_from: the pose model, for its audio encoder)
+events_from = "out/events/ckpt.pt"  # keyface: the audio-event encoder (silence / speech / laugh / sigh)
 interp = False                    # train the interpolation model (False: the keyframe model)
 keyframes = 8                     # T keyframes per window
 stride = 4                        # S frames between keyframes
@@ -227,12 +230,45 @@ def keysync_demo():
           f"the numbers: python -m flashsync.eval", flush=True)
 
 
+KEYFACE_STAGES = ("events", "keyface_key", "keyface_interp")
+KEYFACE_DEMO = dict(identity=29, speaker=39, emotion="0:neutral,7:happy,14:sad")     # test identities
+
+
+def keyface_demo():
+    """`python train.py keyface`, after `python train.py`: the audio-event encoder and KeyFace's keyframe and
+    interpolation models on the FlashLips demo's data, autoencoder and audio encoder, then
+    out/keyface_demo.mp4: one held-out face image speaking 20 s of another held-out identity's speech
+    with a laugh in it, neutral, then happy from 7 s, then sad from 14 s."""
+    from flashsync import speech, synth
+    from flashsync.audio import save_audio
+    from flashsync.video import write_png
+    if not os.path.exists("out/pose/ckpt.pt"):
+        raise UserError("KeyFace builds on the FlashLips demo (its data, autoencoder and audio encoder): "
+                        "run python train.py first")
+    t0 = time.time()
+    train_stages(KEYFACE_STAGES)
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min; animating a held-out face", flush=True)
+    face = synth.make_clip(KEYFACE_DEMO["identity"], 0, seconds=0.4, res=256, motion=False, valence=0.0, arousal=0.0)
+    write_png("out/keyface_demo_face.png", face["video"][0])
+    for seed in range(100):                          # the first 20 s of held-out speech with a laugh
+        drv = synth.make_clip(KEYFACE_DEMO["speaker"], seed, seconds=20.0, res=64, nsv=0.5)
+        if (drv["gt"]["label"] == speech.LAUGH).sum() >= 10:
+            break
+    save_audio("out/keyface_demo_speech.wav", drv["audio"])
+    run("sample.py", "--method=keyface", "--image=out/keyface_demo_face.png", "--audio=out/keyface_demo_speech.wav",
+        f"--emotion={KEYFACE_DEMO['emotion']}", "--out=out/keyface_demo.mp4")
+    print(f"== wrote out/keyface_demo.mp4 in {(time.time() - t0) / 60:.1f} min; the numbers: python -m flashsync.eval",
+          flush=True)
+
+
 def main():
     import sys
     if len(sys.argv) == 1:
         return demo()
     if sys.argv[1:] == ["keysync"]:
         return keysync_demo()
+    if sys.argv[1:] == ["keyface"]:
+        return keyface_demo()
     args = configure(globals())
     if args:
         raise UserError(f"unexpected arguments {' '.join(args)} (config files end in .py; options are --key=value)")
@@ -265,7 +301,8 @@ def main():
     cfg["resolution"] = index["resolution"]
     from flashsync.syncnet import CONTEXT, MAX_OFFSET
     span = stride + 1 if interp else (keyframes - 1) * stride + 1        # a KeySync model's window of frames
-    length = {"pose": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1, "keysync": span}.get(model, 1)
+    video = model in ("keysync", "keyface")                            # latent video diffusion
+    length = {"pose": seq_len, "events": seq_len, "syncnet": 2 * (CONTEXT + MAX_OFFSET) + 1}.get(model, span if video else 1)
     per_clip = group if model in ("editor", "refine") else 1
     if batch_size % per_clip:
         raise UserError(f"--batch_size={batch_size} must be a multiple of --group={group} (targets per clip)")
@@ -275,17 +312,19 @@ def main():
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     state = load_checkpoint(ckpt_path, model) if resume else None
     init = None
-    if model not in ("ae", "syncnet", "occluder"):     # these build on nothing
-        needs = {"editor": "ae", "keysync": "pose"}.get(model, "editor")
+    if model not in ("ae", "syncnet", "occluder", "events"):     # these build on nothing
+        needs = {"editor": "ae", "keysync": "pose", "keyface": "pose"}.get(model, "editor")
         init = state["init"] if state else (slim(load_checkpoint(init_from, needs)) if init_from else None)
+        if model == "keyface" and not state:           # two frozen models: the pose model's and the event encoder
+            init = dict(pose=init or {}, events=slim(load_checkpoint(events_from, "events")) if events_from else {})
     net = build(model, state["config"] if state else cfg, init).to(dev)
     # the pose model's targets come from a frozen lips encoder: run it once over every clip, not every step
     # KeySync's come from the frozen autoencoder: every frame's latent, once
-    features = {"pose": lambda frames: net.poses(frames.to(dev)[None])[0].cpu(),
-                "keysync": lambda frames: net.encode(frames.to(dev)).cpu()}.get(model)
-    gap = length if model == "keysync" else 2          # KeySync's reference frame lies outside its window
+    features = (lambda frames: net.encode(frames.to(dev)).cpu()) if video else \
+        {"pose": lambda frames: net.poses(frames.to(dev)[None])[0].cpu()}.get(model)
+    gap = length if video else 2                       # the reference / identity frame lies outside the window
     cache = ""
-    if model == "keysync":                             # the latents of a dataset under one autoencoder, kept on disk
+    if video:                                          # the latents of a dataset under one autoencoder, kept on disk
         digest = hashlib.sha1(b"".join(v.cpu().numpy().tobytes() for v in net.ae.state_dict().values()))
         cache = os.path.join(data_dir, f"latents_{digest.hexdigest()[:12]}_{{}}.pt")
     occluded = 0.5 if model == "occluder" else 0.0     # the segmenter sees a hand or microphone in half its frames

@@ -7,7 +7,6 @@ f = 4 at 64-128 px so the mouth spans several latent cells, f = 8 from 256 px
 latent models that follow. Frozen after its own training.
 """
 import dataclasses
-import math
 
 import torch
 import torch.nn as nn

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flashsync.nn import Down, Up, norm, sinusoid
+from flashsync.audio import log_mel
+from flashsync.nn import Down, Up, norm, sinusoid, to_float
 
 
 @dataclasses.dataclass
@@ -130,3 +131,29 @@ class Backbone(nn.Module):
         x = self.mid2_t(self.mid2(x, e), t, pos)
         x = self.dec_t(self.dec(torch.cat([self.up(x), skip], 1), e), t, pos)
         return self.out(x).unflatten(0, (b, t))                                            # (B, T, C_out, h, w)
+
+
+class LatentVideoModel(nn.Module):
+    """What KeySync's and KeyFace's models share around their Backbone: the demo's autoencoder and the
+    FlashLips pose model's audio encoder, both frozen (why that encoder: keysync.py's docstring)."""
+
+    def __init__(self, ae, audio):
+        super().__init__()
+        self.ae = ae.requires_grad_(False).eval()
+        self.audio = audio.requires_grad_(False).eval()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.ae.eval()
+        self.audio.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, crops):
+        """uint8 crops (N, R, R, 3) -> latents (N, 4, h, w)."""
+        return self.ae.encode(to_float(crops))
+
+    @torch.no_grad()
+    def features(self, audio):
+        """16 kHz audio (B, L * 640) -> per-frame audio features (B, L, A), full context."""
+        return self.audio(log_mel(audio))[:, :audio.shape[-1] // 640]

@@ -1,4 +1,4 @@
-"""FlashLips and KeySync speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16]
+"""FlashLips, KeySync and KeyFace speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16]
 [--device=cuda]
 
 Random weights (speed does not depend on training) in the architecture of the shipped configs:
@@ -12,7 +12,8 @@ after warm-up; the first call's time (compilation) is reported on its own.
 KeySync rows (`keysync_res`): one window of its Dubber (T = 8 keyframes, then the 3 frames between
 each pair, `ks_steps` Euler steps with audio guidance: three network passes per step), encode and
 decode included, per output frame, beside FlashLips' offline end to end (batch 16, eager) and the
-ratio of the two.
+ratio of the two. KeyFace rows (`keyface_res`): its Animator over 4 s of audio (keyframe chunks
+denoised together, then the frames between them), per output frame.
 """
 import statistics
 import time
@@ -35,7 +36,8 @@ repeats = 30              # timed runs per number (the median is reported)
 device = "auto"           # auto | cpu | cuda
 threads = 0               # CPU threads (0: torch's default)
 keysync_res = "64,128"    # crop sizes of the KeySync rows ("" for none)
-ks_steps = 10             # KeySync's Euler steps
+keyface_res = "64,128"    # crop sizes of the KeyFace rows ("" for none)
+ks_steps = 10             # KeySync's and KeyFace's Euler steps
 # -----------------------------------------------------------------------------
 
 
@@ -112,6 +114,24 @@ def keysync_row(r, dev, repeats=1):
     return dict(res=r, keysync_ms=1000 * ks, keysync_fps=1 / ks, flashlips_ms=1000 * flash, ratio=ks / flash)
 
 
+@torch.no_grad()
+def keyface_row(r, dev, seconds=4.0):
+    """ms per frame of KeyFace animating one image over `seconds` of audio."""
+    from flashsync.events import EventConfig, EventEncoder
+    from flashsync.keyface import Animator, KeyFace, KeyFaceConfig
+    from flashsync.pose import AudioEncoder
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(resolution=r, factor=4, channels=(16, 32, 64)))
+    audio, events = AudioEncoder(PoseConfig()), EventEncoder(EventConfig())
+    key, interp = (KeyFace(KeyFaceConfig(resolution=r, interp=i), ae, audio, events) for i in (False, True))
+    anim = Animator(key, interp, steps=ks_steps, s_ref=1.0, s_audio=4.0, device=dev)
+    n = int(seconds * 25)
+    crop = torch.randint(0, 256, (r, r, 3), dtype=torch.uint8).numpy()
+    wave = (0.1 * torch.randn(n * 640)).numpy()
+    t = timed(lambda: list(anim.run(crop, wave)), dev, 1)[0] / n
+    return dict(res=r, keyface_ms=1000 * t, keyface_fps=1 / t)
+
+
 def main():
     configure(globals())
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,15 +152,23 @@ def main():
                 print("| " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |", flush=True)
     sizes = [int(v) for v in keysync_res.split(",") if v]
     if sizes:
-        cols = ["res", "keysync_ms", "keysync_fps", "flashlips_ms", "ratio"]
         print(f"\nKeySync ({ks_steps} Euler steps, audio guidance 4) vs FlashLips offline (batch 16, eager), ms per "
-              f"frame; ratio = how many times faster FlashLips is:\n")
-        print("| " + " | ".join(cols) + " |")
-        print("|---" * len(cols) + "|")
-        for r in sizes:
-            row = keysync_row(r, dev)
-            print("| " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
-                  + " |", flush=True)
+              f"frame; ratio = how many times faster FlashLips is:")
+        rows_table(["res", "keysync_ms", "keysync_fps", "flashlips_ms", "ratio"], (keysync_row(r, dev) for r in sizes))
+    sizes = [int(v) for v in keyface_res.split(",") if v]
+    if sizes:
+        print(f"\nKeyFace ({ks_steps} Euler steps, audio guidance 4) animating one image over 4 s of audio, ms per "
+              f"frame:")
+        rows_table(["res", "keyface_ms", "keyface_fps"], (keyface_row(r, dev) for r in sizes))
+
+
+def rows_table(cols, rows):
+    """Print a markdown table, one row as each dict of `rows` is computed."""
+    print("\n| " + " | ".join(cols) + " |")
+    print("|---" * len(cols) + "|")
+    for row in rows:
+        print("| " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+              + " |", flush=True)
 
 
 if __name__ == "__main__":

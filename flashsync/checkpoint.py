@@ -1,6 +1,6 @@
 """Checkpoints: load safely (weights_only=True) and rebuild any trained flashsync model.
 
-A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine | pose | syncnet | keysync | occluder),
+A checkpoint is a dict: format "flashsync", version, kind (ae | editor | refine | pose | syncnet | keysync | keyface | occluder | events),
 config (the train.py settings it was trained with), init (the slimmed checkpoint
 it was built on, e.g. the frozen autoencoder inside an editor), model, ema,
 optimizer, step, data (the sampler's random state). Written atomically by train.py.
@@ -65,24 +65,47 @@ def build(kind, cfg, init):
         from flashsync.occluder import Segmenter, SegmenterConfig
         return Segmenter(SegmenterConfig(resolution=cfg["resolution"]))
     if kind == "keysync":
-        from flashsync.diffusion import EDMConfig
         from flashsync.keysync import KeySync, KeySyncConfig
         if init is None or init["kind"] != "pose":
             raise UserError("KeySync needs the trained FlashLips pose model (its audio encoder, and the "
                             "autoencoder under it): --init_from=out/pose/ckpt.pt")
-        pose = build("pose", init["config"], init["init"])
-        pose.load_state_dict(init["ema"])
-        ae_ckpt = init["init"]["init"]                   # pose -> masked editor -> autoencoder
-        ae = build("ae", ae_ckpt["config"], None)
-        ae.load_state_dict(ae_ckpt["ema"])
-        return KeySync(KeySyncConfig(resolution=cfg["resolution"], interp=cfg["interp"], frames=cfg["keyframes"],
-                                     stride=cfg["stride"], channels=tuple(cfg["ks_channels"]),
-                                     audio_dim=pose.flow.cfg.dim, mouth_weight=cfg.get("mouth_weight", 2.0),
-                                     edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"])), ae, pose.flow.audio)
+        pose, ae = _pose_parts(init)
+        return KeySync(KeySyncConfig(**_video_config(cfg, pose)), ae, pose.flow.audio)
+    if kind == "keyface":
+        from flashsync.keyface import KeyFace, KeyFaceConfig
+        if init is None or init.get("pose", {}).get("kind") != "pose" or init.get("events", {}).get("kind") != "events":
+            raise UserError("KeyFace needs the trained FlashLips pose model and the audio-event encoder: "
+                            "--init_from=out/pose/ckpt.pt --events_from=out/events/ckpt.pt")
+        pose, ae = _pose_parts(init["pose"])
+        events = build("events", init["events"]["config"], None)
+        events.load_state_dict(init["events"]["ema"])
+        return KeyFace(KeyFaceConfig(**_video_config(cfg, pose)), ae, pose.flow.audio, events)
+    if kind == "events":
+        from flashsync.events import EventConfig, EventEncoder
+        return EventEncoder(EventConfig(augment=cfg.get("audio_augment", True)))
     if kind == "syncnet":
         from flashsync.syncnet import SyncConfig, SyncNet
         return SyncNet(SyncConfig())
-    raise UserError(f"unknown model {kind!r}: use ae, editor, refine, pose, syncnet, keysync or occluder")
+    raise UserError(f"unknown model {kind!r}: use ae, editor, refine, pose, syncnet, keysync, keyface, occluder or events")
+
+
+def _pose_parts(init):
+    """The FlashLips pose model of a slimmed pose checkpoint, and the autoencoder under it (pose ->
+    masked editor -> autoencoder): KeySync's and KeyFace's audio encoder and latent space."""
+    pose = build("pose", init["config"], init["init"])
+    pose.load_state_dict(init["ema"])
+    ae_ckpt = init["init"]["init"]
+    ae = build("ae", ae_ckpt["config"], None)
+    ae.load_state_dict(ae_ckpt["ema"])
+    return pose, ae
+
+
+def _video_config(cfg, pose):
+    """The train.py settings KeySync's and KeyFace's configs share."""
+    from flashsync.diffusion import EDMConfig
+    return dict(resolution=cfg["resolution"], interp=cfg["interp"], frames=cfg["keyframes"], stride=cfg["stride"],
+                channels=tuple(cfg["ks_channels"]), audio_dim=pose.flow.cfg.dim, mouth_weight=cfg.get("mouth_weight", 2.0),
+                edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"]))
 
 
 def load_model(path, kind=None):

@@ -24,6 +24,9 @@ from flashsync.audio import save_audio
 from flashsync.util import UserError, atomic_path
 
 FORMAT, VERSION = "flashsync-clips", 1
+# SynthTalk's per-frame truth that training windows carry: dtype, and the value where a clip has none
+TRACKS = {"phoneme": (np.int64, -1), "label": (np.int64, -1), "valence": (np.float32, np.nan),
+          "arousal": (np.float32, np.nan)}
 
 
 def dump_json(path, obj):
@@ -149,8 +152,10 @@ class FrameSampler:
     target's +-gap frames, so no mouth can be copied from them): a batch encodes n / group
     reference sets instead of n, the costliest part of an editor step.
     With length L > 1 also video (n, L, R, R, 3) uint8 and audio (n, L*640) float32 of
-    the L-frame window that holds the target, phoneme (n, L) int64: SynthTalk's phoneme id
-    of each frame (-1 for clips without ground truth, such as real videos). Always occluder
+    the L-frame window that holds the target, and SynthTalk's per-frame truth where the clip has
+    it: phoneme and label (n, L) int64 (the phoneme id; silence / speech / laugh / sigh), -1 for
+    clips without ground truth such as real videos; valence and arousal (n, L) float32, NaN
+    there. Always occluder
     (n, L, R, R) bool: the window's occluder masks (the target's, L = 1; all False for clips
     without one). gap=L keeps references out of the window. occluded: the fraction of targets
     drawn from frames that show an occluder (for the occlusion segmenter).
@@ -172,13 +177,14 @@ class FrameSampler:
         # frames that show an occluder, per clip: `occluded` of the targets come from them (a rare class)
         self.shown = [np.nonzero(np.asarray(o).reshape(len(o), -1).any(1))[0] if o is not None and occluded > 0
                       else np.zeros(0, int) for o in self.occluders]
-        self.phonemes = None
-        if length > 1:                                   # what the speech says, frame by frame, where it is known
-            self.phonemes = []
+        self.tracks = {}
+        if length > 1:                                   # the truth, frame by frame, where it is known
+            self.tracks = {k: [] for k in TRACKS}
             for c, f in zip(self.clips, self.frames):
                 with open(os.path.join(root, "clips", c["name"], "meta.json")) as fh:
                     gt = json.load(fh).get("gt", {})
-                self.phonemes.append(np.asarray(gt.get("phoneme", np.full(len(f), -1)), np.int64))
+                for k, (dtype, missing) in TRACKS.items():
+                    self.tracks[k].append(np.asarray(gt.get(k, np.full(len(f), missing)), dtype))
         self.features = None
         if features is not None and cache and os.path.exists(cache):
             self.features = [f.float() for f in torch.load(cache, weights_only=True)]
@@ -197,7 +203,8 @@ class FrameSampler:
             raise ValueError(f"batch size {n} is not a multiple of the group size {g}")
         clips = torch.randint(len(self.clips), (n // g,), generator=generator).tolist()
         u = torch.rand(n // g, g + self.refs + g, generator=generator)
-        target, refs, other, clip, frame, video, audio, phoneme, feat, ref_feat, occ = ([] for _ in range(11))
+        target, refs, other, clip, frame, video, audio, feat, ref_feat, occ = ([] for _ in range(10))
+        tracks = {k: [] for k in self.tracks}
         if self.occluded > 0:                            # some targets on frames with an occluder
             with_occ = [i for i, s in enumerate(self.shown) if len(s)]
             pick, which = torch.rand(n // g, generator=generator), torch.randint(1 << 30, (n // g,), generator=generator)
@@ -225,7 +232,8 @@ class FrameSampler:
                 o = self.occluders[c]
                 occ.append(np.zeros((self.length, *f.shape[1:3]), bool) if o is None else o[s:s + self.length])
                 if self.length > 1:
-                    phoneme.append(self.phonemes[c][s:s + self.length])
+                    for k, v in tracks.items():
+                        v.append(self.tracks[k][c][s:s + self.length])
                     if self.features is not None:
                         feat.append(self.features[c][s:s + self.length])
                     else:
@@ -237,7 +245,7 @@ class FrameSampler:
                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame),
                    occluder=torch.from_numpy(np.stack(occ)))
         if self.length > 1:
-            out.update(audio=torch.from_numpy(np.stack(audio)), phoneme=torch.from_numpy(np.stack(phoneme)))
+            out.update(audio=torch.from_numpy(np.stack(audio)), **{k: torch.from_numpy(np.stack(v)) for k, v in tracks.items()})
             if self.features is not None:
                 out.update(video_features=torch.stack(feat), refs_features=torch.stack(ref_feat).repeat_interleave(g, 0))
             else:

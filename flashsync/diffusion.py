@@ -26,7 +26,6 @@ at a fixed (x, σ); the three passes run as one batch of 3B. Condition dropout i
 (`drop`) teaches the one network all three.
 """
 import dataclasses
-import math
 
 import torch
 
@@ -97,16 +96,19 @@ def sigmas(steps, cfg, device=None):
 
 
 @torch.no_grad()
-def euler(denoiser, noise, cfg, steps=10, replace=None):
+def euler(denoiser, noise, cfg, steps=10, replace=None, init=None, start=0):
     """Deterministic Euler solver of the probability-flow ODE from x = σ_max · noise to σ = 0.
 
     denoiser(x, sigma (B,)) -> D; replace(x) puts known content back (KeySync's source outside the
     mask, known frames): applied to x before every call and to the result, so the known part of
-    the output is exactly the known content."""
+    the output is exactly the known content. init: a guess of the result, shaped like noise: the
+    solver then skips the first `start` levels and begins at init + σ_start · noise (SDEdit, Meng et
+    al. 2022), so what the guess fixes (coarse structure) stays and the model redraws the detail."""
     fix = replace or (lambda x: x)
     levels = sigmas(steps, cfg, noise.device)
-    x = noise * levels[0]
-    for k in range(steps):
+    start = start if init is not None else 0
+    x = noise * levels[start] + (init if init is not None else 0)
+    for k in range(start, steps):
         s, s_next = levels[k], levels[k + 1]
         x = fix(x)
         d = fix(denoiser(x, s.expand(len(x))))
@@ -117,6 +119,22 @@ def euler(denoiser, noise, cfg, steps=10, replace=None):
 def guide(d_null, d_ref, d_full, s_ref, s_audio):
     """Multi-condition guidance on denoised outputs (equivalently on ε, the weights sum to 1)."""
     return d_null + s_ref * (d_ref - d_null) + s_audio * (d_full - d_ref)
+
+
+def guided(denoise, s_ref=1.0, s_audio=1.0):
+    """The guided denoiser (x, sigma) -> D of denoise(x, sigma, with_ref, with_audio), whose (B,) bool
+    flags say which samples keep the reference and the audio: one pass when s_ref = s_audio = 1,
+    else ∅ / ref / ref + audio as one batch of 3B, combined by `guide` (s_audio may be a map that
+    broadcasts against D)."""
+    def run(x, sigma):
+        b = len(x)
+        if not torch.is_tensor(s_audio) and s_ref == 1 and s_audio == 1:
+            on = torch.ones(b, dtype=torch.bool, device=x.device)
+            return denoise(x, sigma, on, on)
+        i = torch.arange(3 * b, device=x.device)
+        d = denoise(torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma]), i >= b, i >= 2 * b)
+        return guide(*d.chunk(3), s_ref, s_audio)
+    return run
 
 
 def drop(n, p_all, p_audio, generator=None, device=None):

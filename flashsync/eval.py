@@ -38,7 +38,13 @@ KeySync (both its checkpoints in --ckpt, or the demo's out/keysync_*): a diffusi
 slower per frame than FlashLips (flashsync.bench), so its rows use the test clips with an occluder and as many without,
 with FlashLips on the same clips beside it: KeySync with the true occluder masks, without guidance
 (ablation); then, on the occluded clips and the cross-sync runs only, the segmenter's masks and no
-occlusion handling (ablation), and the segmenter's IoU.
+occlusion handling (ablation), and the segmenter's IoU. The occluder's pixels are the source's, as
+sample.py pastes them; a row with the occluder as the decoder drew it shows what the latent
+replacement alone keeps.
+
+KeyFace (both its checkpoints, or out/keyface_*) and the audio-event encoder (out/events): see
+eval_keyface.py: sync on speech frames, identity drift over 60 s with and without joint keyframes,
+event accuracy per class.
 """
 import json
 import os
@@ -52,6 +58,7 @@ from flashsync.autoencoder import psnr
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.config import configure
 from flashsync.dataset import load_clip, read_index
+from flashsync.eval_keyface import events_report, keyface_tables
 from flashsync.lipsync import LipSync
 from flashsync.keysync import Dubber
 from flashsync.nn import to_float, to_uint8
@@ -188,9 +195,10 @@ def flashlips(lips, steps=6, lookahead=-1):
     return run
 
 
-def keysync(dub, masks="truth", segmenter=None):
+def keysync(dub, masks="truth", segmenter=None, hold=True):
     """A KeySync method for the suite: (clip, audio, mouth, seed) -> the generated crops (not pasted, like
-    FlashLips'). masks: "truth" (SynthTalk's occluder masks), "segmenter" or "none" (no occlusion handling)."""
+    FlashLips'). masks: "truth" (SynthTalk's occluder masks), "segmenter" or "none" (no occlusion handling);
+    hold: the occluder's pixels are the source's, as sample.py pastes them (False: as decoded)."""
     def run(clip, audio, mouth, seed):
         frames = clip["frames"]
         occ = clip["occluder"] if masks == "truth" else None
@@ -199,7 +207,8 @@ def keysync(dub, masks="truth", segmenter=None):
         dub.seed = seed
         dub.set_reference(frames[0])
         n = -(-len(audio) // 640)
-        return np.stack([out for _, out, _ in dub.run(iter(frames[:n]), None if occ is None else iter(occ), audio)])
+        out = np.stack([out for _, out, _ in dub.run(iter(frames[:n]), None if occ is None else iter(occ), audio)])
+        return np.where(occ[:n, ..., None], frames[:n], out) if hold and occ is not None else out
     return run
 
 
@@ -221,7 +230,6 @@ def suite(methods, clips, expert=None, cross_only=False):
                                "lipscore")}
         own, own_gt, cross, cross_drv, cross_src, silent = [], [], [], [], [], []
         for i, clip in enumerate(clips):
-            t0 = time.time()
             frames, gt = clip["frames"], clip["gt"]
             drv = clips[driver_of(clips, i)]
             n = min(len(frames), len(drv["frames"]))
@@ -303,7 +311,8 @@ segmenter = ""           # KeySync's occlusion segmenter (empty: out/occluder/ck
 out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
 DEMO = ("out/ae/ckpt.pt", "out/editor/ckpt.pt", "out/refine/ckpt.pt", "out/pose/ckpt.pt",
-        "out/keysync_key/ckpt.pt", "out/keysync_interp/ckpt.pt")
+        "out/keysync_key/ckpt.pt", "out/keysync_interp/ckpt.pt", "out/events/ckpt.pt", "out/keyface_key/ckpt.pt",
+        "out/keyface_interp/ckpt.pt")
 SPEECH = "../shared/media/speech"
 
 
@@ -349,8 +358,9 @@ def main():
         methods[f"FlashLips offline{tag}"] = flashlips(lips, steps, -1)
         if lookahead >= 0:
             methods[f"FlashLips streaming ({lookahead * 40 + 80} ms){tag}"] = flashlips(lips, steps, lookahead)
+    lipsync = bool(methods)                      # FlashLips to measure (KeySync and KeyFace have tables of their own)
     methods.update(METHODS_FIXED)
-    if synthtalk:
+    if synthtalk and lipsync:
         rows = suite(methods, clips, expert)
         result["suite"] = rows
         keys = ["psnr", "ssim", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c",
@@ -361,7 +371,7 @@ def main():
     folder = speech or (SPEECH if os.path.isdir(SPEECH) else "none")
     if folder != "none":
         result["speech"] = speech_tables(methods, clips, folder)
-    if synthtalk and expert is not None:
+    if synthtalk and expert is not None and (lipsync or syncnet or expert_path in paths):
         result["expert"] = expert_report(expert, clips)
         e = result["expert"]
         print(f"\nsync expert ({expert_path}): offset within 1 frame on {100 * e['offset_within_1']:.1f} % of "
@@ -372,6 +382,11 @@ def main():
         seg = segmenter or ("out/occluder/ckpt.pt" if os.path.exists("out/occluder/ckpt.pt") else "")
         flash = next((m for k, m in methods.items() if k.startswith("FlashLips offline")), None)
         result["keysync"] = keysync_tables(ks, seg, flash, clips, expert)
+    for p in (p for p in paths if kinds[p] == "events"):
+        result["events"] = events_report(p, clips)
+    kf = [p for p in paths if kinds[p] == "keyface"]
+    if kf and synthtalk:
+        result["keyface"] = keyface_tables(*_video_pair(kf, "keyface"), clips, ks_steps, s_audio)
     print(f"\n({time.time() - t0:.0f} s)")
     if out:
         with atomic_path(out, suffix=".json") as tmp:
@@ -383,7 +398,7 @@ def main():
 def keysync_tables(paths, seg_path, flash, clips, expert):
     """KeySync's rows beside FlashLips (`flash`, the first FlashLips method) on the clips with an occluder
     and as many without; then the occlusion ablations on the occluded clips and the segmenter's IoU."""
-    key, interp = _keysync_pair(paths)
+    key, interp = (load_model(p, "keysync") for p in _video_pair(paths))
     dub = Dubber(key, interp, ks_steps, s_ref, s_audio)
     bare = Dubber(key, interp, ks_steps, 1.0, 1.0)
     seg = load_model(seg_path, "occluder") if seg_path else None
@@ -402,6 +417,7 @@ def keysync_tables(paths, seg_path, flash, clips, expert):
     out = dict(suite=rows)
     if occluded:
         occ_methods = {**flash, "KeySync (true masks)": keysync(dub),
+                       "KeySync (true masks, occluder as decoded)": keysync(dub, hold=False),
                        **({"KeySync (segmenter masks)": keysync(dub, "segmenter", seg)} if seg else {}),
                        "KeySync (no occlusion handling)": keysync(dub, "none")}
         out["occlusion"] = suite(occ_methods, occluded, expert, cross_only=True)
@@ -414,12 +430,12 @@ def keysync_tables(paths, seg_path, flash, clips, expert):
     return out
 
 
-def _keysync_pair(paths):
-    """The keyframe and interpolation models among KeySync checkpoints."""
-    models = {load_checkpoint(p, "keysync")["config"]["interp"]: load_model(p, "keysync") for p in paths}
-    if set(models) != {False, True}:
-        raise UserError("KeySync needs both its models in --ckpt: the keyframe and the interpolation checkpoint")
-    return models[False], models[True]
+def _video_pair(paths, kind="keysync"):
+    """The keyframe and interpolation checkpoints among KeySync's (or KeyFace's) -> (key path, interp path)."""
+    found = {load_checkpoint(p, kind)["config"]["interp"]: p for p in paths}
+    if set(found) != {False, True}:
+        raise UserError(f"{kind} needs both its models in --ckpt: the keyframe and the interpolation checkpoint")
+    return found[False], found[True]
 
 
 def speech_tables(methods, clips, folder):

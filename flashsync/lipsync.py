@@ -67,6 +67,18 @@ def mel_span(mel, start, n):
     return out
 
 
+def span_features(encode, mel, n, chunk=250, margin=25):
+    """Full-context features of a long recording in bounded pieces: encode(log-mel (1, 4m, 80)) ->
+    (1, m, F) run over `chunk` frames at a time with `margin` frames of context either side, of a
+    (M, 80) log-mel -> (n, F). Attention over hours would not fit; 1 s of context is plenty."""
+    out = []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        span = mel_span(mel, start - margin, m + 2 * margin)[None]
+        out.append(encode(span)[0, margin:margin + m])
+    return torch.cat(out)
+
+
 class LipSync:
     """A trained editor (mask-free `refine`, or the masked `editor`) driven by a trained pose model."""
 

@@ -216,7 +216,6 @@ def _spring(target, omega, dt):
 def _targets(segs, times, field, laugh_rate=5.0):
     """Per-time targets (N, C) of a Phone field ('mouth' or 'formants') with co-articulation:
     a consonant's lips lean toward the next vowel by (1 - lock); diphthongs glide."""
-    table = {}
     nxt = {}                                    # segment -> the next vowel of its phrase (or itself)
     following = None
     for i in range(len(segs) - 1, -1, -1):

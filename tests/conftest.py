@@ -75,3 +75,23 @@ def tiny_keysync(tiny_data, tiny_ckpts, tmp_path_factory):
         assert r.returncode == 0, r.stderr
         done[name] = str(out / name / "ckpt.pt")
     return done
+
+
+@pytest.fixture(scope="session")
+def tiny_keyface(tiny_data, tiny_ckpts, tmp_path_factory):
+    """The audio-event encoder and KeyFace's keyframe and interpolation models, a few train.py steps each,
+    on the tiny FlashLips chain: {name: checkpoint path}."""
+    out = tmp_path_factory.mktemp("keyface")
+    events = ["--model=events", "--seq_len=10"]
+    r = run_script("train.py", *events, f"--data_dir={tiny_data}", f"--out_dir={out / 'events'}", "--max_steps=2",
+                   "--eval_every=2", *TINY)
+    assert r.returncode == 0, r.stderr
+    done = {"events": str(out / "events" / "ckpt.pt")}
+    common = ["--model=keyface", f"--init_from={tiny_ckpts['pose'][0]}", f"--events_from={done['events']}",
+              *KEYSYNC_TINY]
+    for name, args in (("key", common), ("interp", [*common, "--interp=True"])):
+        r = run_script("train.py", *args, f"--data_dir={tiny_data}", f"--out_dir={out / name}", "--max_steps=2",
+                       "--eval_every=2", *TINY)
+        assert r.returncode == 0, r.stderr
+        done[name] = str(out / name / "ckpt.pt")
+    return done

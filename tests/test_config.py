@@ -66,7 +66,7 @@ def test_every_shipped_config_applies_to_its_script():
         scope = dict(scripts[script])
         assert configure(scope, [path]) == []             # unknown keys or wrong types would raise
         if script == "train.py":
-            assert scope["model"] in ("ae", "editor", "refine", "pose", "syncnet", "keysync", "occluder") and scope["out_dir"].startswith("out/")
+            assert scope["model"] in ("ae", "editor", "refine", "pose", "syncnet", "keysync", "keyface", "occluder", "events") and scope["out_dir"].startswith("out/")
 
 
 @pytest.mark.parametrize("command", [["train.py"], ["sample.py"], ["stream.py"], ["data.py"],

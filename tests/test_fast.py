@@ -22,9 +22,11 @@ def test_fast_path_equals_eager(tiny_ckpts):
 
 def test_bench_prints_a_table():
     r = run_script("flashsync/bench.py", "--res=32", "--batches=1,2", "--modes=eager", "--repeats=2",
-                   "--keysync_res=32", "--ks_steps=2")
+                   "--keysync_res=32", "--keyface_res=32", "--ks_steps=2")
     assert r.returncode == 0, r.stderr
     rows = [l for l in r.stdout.splitlines() if l.startswith("| 32 |")]
-    assert len(rows) == 3 and all(float(l.split("|")[-3]) > 0 for l in rows[:2])     # FPS column
+    assert len(rows) == 4 and all(float(l.split("|")[-3]) > 0 for l in rows[:2])     # FPS column
     ks = [float(v) for v in rows[2].strip(" |").split("|")]                          # res, ms, fps, flash ms, ratio
     assert ks[1] > 0 and ks[4] > 1                 # even at 2 Euler steps the diffusion model is the slower one
+    kf = [float(v) for v in rows[3].strip(" |").split("|")]                          # res, ms, fps
+    assert kf[1] > 0 and abs(kf[1] * kf[2] - 1000) < 1

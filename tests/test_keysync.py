@@ -110,29 +110,39 @@ def test_interpolation_keeps_its_endpoints():
     known = torch.zeros(2, s + 1, dtype=torch.bool)
     known[:, [0, -1]] = True
     mask = keysync.edit_mask(None, h).expand(2, s + 1, 1, h, h)
-    out = model.sample(source, mask, torch.randn(2, 4, h, h), torch.randn(2, s + 1, 5, 32), known,
-                       torch.randn(2, s + 1, 4, h, h, generator=g), steps=3)
-    assert torch.equal(out[:, 0], source[:, 0]) and torch.equal(out[:, -1], source[:, -1])
-    assert not torch.allclose(out[:, 1:-1], source[:, 1:-1])
+    ref, audio, noise = torch.randn(2, 4, h, h), torch.randn(2, s + 1, 5, 32), torch.randn(2, s + 1, 4, h, h, generator=g)
+    for start in (0, 7):                # from noise, and from the endpoints blended over time (the Dubber's)
+        out = model.sample(source, mask, ref, audio, known, noise, steps=10, start=start)
+        assert torch.equal(out[:, 0], source[:, 0]) and torch.equal(out[:, -1], source[:, -1])
+        assert not torch.allclose(out[:, 1:-1], source[:, 1:-1])
+    # started from the blend, every in-between frame lies near it: the keyframes fix the motion
+    w = torch.linspace(0, 1, s + 1)[None, :, None, None, None]
+    blend = (1 - w) * source[:, :1] + w * source[:, -1:]
+    near = (out - blend).abs().mean() / (source[:, 1:-1] - blend[:, 1:-1]).abs().mean()
+    assert near < 0.5, near
+
+
+def fits_one_batch(model, data, steps=120):
+    """Train on one batch -> (mean loss before, after), each over the same 8 draws of noise and dropout."""
+    # noise levels where the answer is the batch's content, not the noise (at σ -> 0 the target is
+    # the noise itself, which no network memorises quickly)
+    model.cfg.edm.p_mean = 1.0
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    torch.manual_seed(0)
+    first = sum(float(model.loss(data)[0].detach()) for _ in range(8)) / 8
+    for _ in range(steps):
+        loss, _ = model.loss(data)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    return first, sum(float(model.loss(data)[0].detach()) for _ in range(8)) / 8
 
 
 def test_each_model_fits_one_batch():
     for interp in (False, True):
         model = tiny(interp=interp)
-        # noise levels where the answer is the batch's content, not the noise (at σ -> 0 the target is
-        # the noise itself, which no network memorises quickly)
-        model.cfg.edm.p_mean = 1.0
-        data = batch(model)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-        torch.manual_seed(0)
-        first = sum(float(model.loss(data)[0].detach()) for _ in range(8)) / 8
-        for _ in range(120):
-            loss, _ = model.loss(data)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        torch.manual_seed(0)
-        last = sum(float(model.loss(data)[0].detach()) for _ in range(8)) / 8
+        first, last = fits_one_batch(model, batch(model))
         assert last < 0.5 * first, (interp, first, last)
 
 
@@ -214,7 +224,7 @@ def ks_inputs(tmp_path_factory):
     (dict(occluder_masks="missing.mp4"), "occluder mask file not found"),
     (dict(keyframes="refine"), "holds a 'refine' model, not KeySync's"),
     (dict(interp="key"), "--interp needs the interpolation model"),
-    (dict(method="wav2lip"), "--method=wav2lip: use flashlips or keysync"),
+    (dict(method="wav2lip"), "--method=wav2lip: use flashlips, keysync or keyface"),
 ])
 def test_sample_keysync_bad_input_is_one_line_and_no_file(tiny_keysync, tiny_ckpts, ks_inputs, tmp_path, change,
                                                          message):

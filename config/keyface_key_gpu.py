@@ -1,0 +1,19 @@
+# KeyFace keyframe model at 256x256 (f = 8 -> 32x32x4 latents) on one GPU. Needs the 256 px pose model
+# (python train.py config/pose_gpu.py), its autoencoder, and an event encoder (config/events_synth.py
+# with --data_dir=data/synth256). The paper: 14 keyframes 12 frames apart, far larger backbones.
+model = "keyface"
+data_dir = "data/synth256"
+out_dir = "out/keyface_key256"
+init_from = "out/pose256/ckpt.pt"
+events_from = "out/events256/ckpt.pt"
+keyframes = 14
+stride = 4
+ks_channels = (128, 256)
+p_mean = 1.0
+batch_size = 8
+max_steps = 50000
+lr = 3e-4
+min_lr = 3e-5
+warmup = 1000
+eval_every = 2000
+compile = True

@@ -1,0 +1,17 @@
+# KeyFace keyframe model on SynthTalk 64x64, CPU: T = 8 keyframes 4 frames apart, every pixel generated
+# from one identity frame, the audio, its events and the valence / arousal tracks.
+# Needs the FlashLips pose model (its frozen audio encoder, the autoencoder under it) and the event encoder.
+# python train.py config/keyface_key_synth.py
+model = "keyface"
+data_dir = "data/synth"
+out_dir = "out/keyface_key"
+init_from = "out/pose/ckpt.pt"
+events_from = "out/events/ckpt.pt"
+keyframes = 8
+stride = 4
+batch_size = 8                    # windows: 8 x 8 = 64 frames a step
+max_steps = 1500
+lr = 1e-3
+warmup = 50
+eval_every = 500
+ema = 0.995
