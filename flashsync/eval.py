@@ -31,7 +31,7 @@ The suite (each of the 20 test clips driven by its own speech, by another identi
   id_psnr        PSNR outside the lower-face box vs the source (identity and background kept)
   flicker        frame-to-frame change outside the mouth box, relative to the source's (1: as steady)
   occ_psnr       PSNR inside the occluder (hand, microphone) vs the source, on clips that have one
-                 (the mean of per-frame PSNRs; occ_pooled: of the error pooled over all their frames)
+                 (the mean of per-frame PSNRs; occ_pooled: one PSNR over all their frames' occluder pixels)
   and a check of the expert itself: offsets recovered on clips with the audio shifted -10..10
   frames, and how often LSE-C of a real pair beats the same video with another clip's speech.
 
