@@ -195,6 +195,18 @@ def demo_video():
         "--out=out/demo_eval.json")
 
 
+def stages_on_demo(name, stages, then):
+    """Train a diffusion method's stages on the FlashLips demo's out/ (its data, autoencoder and audio
+    encoder) -> the start time."""
+    if not os.path.exists("out/pose/ckpt.pt"):
+        raise UserError(f"{name} builds on the FlashLips demo (its data, autoencoder and audio encoder): "
+                        "run python train.py first")
+    t0 = time.time()
+    train_stages(stages)
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min; {then}", flush=True)
+    return t0
+
+
 KEYSYNC_STAGES = ("occluder", "keysync_key", "keysync_interp")
 KEYSYNC_DEMO = dict(identity=49, seed=2)   # a test identity whose hand covers the mouth in 20 of 150 frames
 
@@ -207,12 +219,7 @@ def keysync_demo():
     from flashsync import synth
     from flashsync.audio import save_audio
     from flashsync.video import VideoWriter, read_frames
-    if not os.path.exists("out/pose/ckpt.pt"):
-        raise UserError("KeySync builds on the FlashLips demo (its data, autoencoder and audio encoder): "
-                        "run python train.py first")
-    t0 = time.time()
-    train_stages(KEYSYNC_STAGES)
-    print(f"== training done in {(time.time() - t0) / 60:.1f} min; dubbing a held-out face", flush=True)
+    t0 = stages_on_demo("KeySync", KEYSYNC_STAGES, "dubbing a held-out face")
     src = synth.make_clip(KEYSYNC_DEMO["identity"], KEYSYNC_DEMO["seed"], seconds=6.0, res=256, occluder=True)
     drv = synth.make_clip(19, 1, seconds=6.0, res=64)
     with VideoWriter("out/keysync_demo_source.mp4", 256, 256, audio=src["audio"]) as w:
@@ -242,12 +249,7 @@ def keyface_demo():
     from flashsync import speech, synth
     from flashsync.audio import save_audio
     from flashsync.video import write_png
-    if not os.path.exists("out/pose/ckpt.pt"):
-        raise UserError("KeyFace builds on the FlashLips demo (its data, autoencoder and audio encoder): "
-                        "run python train.py first")
-    t0 = time.time()
-    train_stages(KEYFACE_STAGES)
-    print(f"== training done in {(time.time() - t0) / 60:.1f} min; animating a held-out face", flush=True)
+    t0 = stages_on_demo("KeyFace", KEYFACE_STAGES, "animating a held-out face")
     face = synth.make_clip(KEYFACE_DEMO["identity"], 0, seconds=0.4, res=256, motion=False, valence=0.0, arousal=0.0)
     write_png("out/keyface_demo_face.png", face["video"][0])
     for seed in range(100):                          # the first 20 s of held-out speech with a laugh
