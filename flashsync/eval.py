@@ -44,7 +44,7 @@ sample.py pastes them; a row with the occluder as the decoder drew it shows what
 replacement alone keeps.
 
 KeyFace (both its checkpoints, or out/keyface_*) and the audio-event encoder (out/events): see
-eval_keyface.py: sync on speech frames, identity drift over 60 s with and without joint keyframes,
+eval_video.py: sync on speech frames, identity drift over 60 s with and without joint keyframes,
 event accuracy per class.
 """
 import json
@@ -59,11 +59,8 @@ from flashsync.autoencoder import psnr
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.config import configure
 from flashsync.dataset import load_clip, read_index
-from flashsync.eval_keyface import events_report, keyface_tables
 from flashsync.lipsync import LipSync
-from flashsync.keysync import Dubber
 from flashsync.nn import to_float, to_uint8
-from flashsync.occluder import iou
 from flashsync.speech import PHONEMES
 from flashsync.syncnet import MAX_OFFSET, embed_frames, embed_speech, lipscore, lse, offset_distances, shift_audio
 from flashsync.util import UserError, atomic_path, run_main
@@ -193,23 +190,6 @@ def flashlips(lips, steps=6, lookahead=-1):
         lips.set_reference(frames[torch.linspace(0, len(frames) - 1, 4).long()])
         p = lips.poses(torch.as_tensor(audio), steps, seed, lookahead)[:len(frames)]
         return np.concatenate([lips.edit(frames[i:i + 64], p[i:i + 64]).numpy() for i in range(0, len(frames), 64)])
-    return run
-
-
-def keysync(dub, masks="truth", segmenter=None, hold=True):
-    """A KeySync method for the suite: (clip, audio, mouth, seed) -> the generated crops (not pasted, like
-    FlashLips'). masks: "truth" (SynthTalk's occluder masks), "segmenter" or "none" (no occlusion handling);
-    hold: the occluder's pixels are the source's, as sample.py pastes them (False: as decoded)."""
-    def run(clip, audio, mouth, seed):
-        frames = clip["frames"]
-        occ = clip["occluder"] if masks == "truth" else None
-        if masks == "segmenter":
-            occ = np.concatenate([segmenter.masks(frames[i:i + 256]).numpy() for i in range(0, len(frames), 256)])
-        dub.seed = seed
-        dub.set_reference(frames[0])
-        n = -(-len(audio) // 640)
-        out = np.stack([out for _, out, _ in dub.run(iter(frames[:n]), None if occ is None else iter(occ), audio)])
-        return np.where(occ[:n, ..., None], frames[:n], out) if hold and occ is not None else out
     return run
 
 
@@ -384,11 +364,12 @@ def main():
         print(f"\nsync expert ({expert_path}): offset within 1 frame on {100 * e['offset_within_1']:.1f} % of "
               f"{e['offsets_tested']} shifted clips (-10..10 frames); LSE-C of real pairs beats audio-swapped on "
               f"{100 * e['lse_c_real_beats_swapped']:.1f} % of {e['pairs']} pairs")
+    from flashsync.eval_video import _video_pair, events_report, keyface_tables, keysync_tables
     ks = [p for p in paths if kinds[p] == "keysync"]
     if ks and synthtalk:
         seg = segmenter or ("out/occluder/ckpt.pt" if os.path.exists("out/occluder/ckpt.pt") else "")
         flash = next((m for k, m in methods.items() if k.startswith("FlashLips offline")), None)
-        result["keysync"] = keysync_tables(ks, seg, flash, clips, expert)
+        result["keysync"] = keysync_tables(ks, seg, flash, clips, expert, ks_steps, s_ref, s_audio)
     for p in (p for p in paths if kinds[p] == "events"):
         result["events"] = events_report(p, clips)
     kf = [p for p in paths if kinds[p] == "keyface"]
@@ -400,49 +381,6 @@ def main():
             with open(tmp, "w") as f:
                 json.dump(result, f, indent=1)
         print(f"wrote {out}")
-
-
-def keysync_tables(paths, seg_path, flash, clips, expert):
-    """KeySync's rows beside FlashLips (`flash`, the first FlashLips method) on the clips with an occluder
-    and as many without; then the occlusion ablations on the occluded clips and the segmenter's IoU."""
-    key, interp = (load_model(p, "keysync") for p in _video_pair(paths))
-    dub = Dubber(key, interp, ks_steps, s_ref, s_audio)
-    bare = Dubber(key, interp, ks_steps, 1.0, 1.0)
-    seg = load_model(seg_path, "occluder") if seg_path else None
-    occluded = [c for c in clips if c["occluder"] is not None]
-    plain = [c for c in clips if c["occluder"] is None]
-    plain = plain[::max(1, len(plain) // max(1, len(occluded)))][:max(1, len(occluded))]
-    chosen = sorted(occluded + plain, key=lambda c: c["name"])
-    keys = ["psnr", "mouth_psnr", "recon_r", "r_driving", "r_source", "lipleak", "lse_d", "lse_c", "lipscore",
-            "id_psnr", "flicker", "occ_psnr"]
-    flash = {"FlashLips": flash} if flash else {}
-    methods = {**flash, "KeySync": keysync(dub), "KeySync (no guidance)": keysync(bare), **METHODS_FIXED}
-    rows = suite(methods, chosen, expert)
-    print(f"\nKeySync ({', '.join(paths)}; {ks_steps} Euler steps, s_ref {s_ref}, s_audio {s_audio}) on "
-          f"{len(chosen)} test clips ({len(occluded)} with an occluder), true occluder masks:")
-    print(table(rows, [k for k in keys if any(k in r for r in rows.values())]))
-    out = dict(suite=rows)
-    if occluded:
-        occ_methods = {**flash, "KeySync (true masks)": keysync(dub),
-                       "KeySync (true masks, occluder as decoded)": keysync(dub, hold=False),
-                       **({"KeySync (segmenter masks)": keysync(dub, "segmenter", seg)} if seg else {}),
-                       "KeySync (no occlusion handling)": keysync(dub, "none")}
-        out["occlusion"] = suite(occ_methods, occluded, expert, cross_only=True)
-        print(f"\nOcclusion ({len(occluded)} test clips with a hand or microphone):")
-        print(table(out["occlusion"], ["r_driving", "r_source", "id_psnr", "occ_psnr", "occ_pooled"]))
-        if seg:
-            pred = np.concatenate([seg.masks(c["frames"]).numpy() for c in occluded])
-            out["segmenter_iou"] = iou(pred, np.concatenate([c["occluder"] for c in occluded]))
-            print(f"occlusion segmenter ({seg_path}): IoU {out['segmenter_iou']:.3f} on those clips' frames")
-    return out
-
-
-def _video_pair(paths, kind="keysync"):
-    """The keyframe and interpolation checkpoints among KeySync's (or KeyFace's) -> (key path, interp path)."""
-    found = {load_checkpoint(p, kind)["config"]["interp"]: p for p in paths}
-    if set(found) != {False, True}:
-        raise UserError(f"{kind} needs both its models in --ckpt: the keyframe and the interpolation checkpoint")
-    return found[False], found[True]
 
 
 def speech_tables(methods, clips, folder):
