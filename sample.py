@@ -232,7 +232,7 @@ def keysync(dub, ref, info, mask_info, wave, n_out, where, res):
         for _, edited, rec in dub.run(crops(), occ, drive):
             frame, b, _ = pending.popleft()
             hold = holds.popleft() if occ is not None else None
-            result = face.paste(frame, edited, b, rec, region=face.LOWER_FACE, hold=hold)
+            result = face.paste(frame, edited, b, rec, region=face.LOWER_FACE, hold=hold, oval=False)
             writer.write(np.concatenate([frame, result], 1) if compare else result)
             done += 1
             report(done)
@@ -285,7 +285,7 @@ def keyface(src, info, wave, n_out, box, dev):
                                     (0, max(0, n_out * SAMPLES_PER_FRAME - len(wave))))       # exactly n_out frames
     with vid.VideoWriter(out, width, info.height, audio=wave, crf=crf) as writer:
         for generated in anim.run(crop, drive.numpy(), emo, first_is_identity):
-            result = face.paste(picture, generated, box, recon, region=KEYFACE_PASTE)
+            result = face.paste(picture, generated, box, recon, region=KEYFACE_PASTE, oval=False)
             writer.write(np.concatenate([picture, result], 1) if compare else result)
             done += 1
             report(done)

@@ -4,6 +4,7 @@ model = "ae"
 data_dir = "data/synth256"
 out_dir = "out/ae256"
 factor = 8
+ae_stem = 1
 ae_channels = (64, 128, 256, 256)
 batch_size = 64
 max_steps = 50000

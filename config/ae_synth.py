@@ -1,9 +1,10 @@
-# Autoencoder on SynthTalk 64x64 (f = 4 -> 16x16x4 latents), ~3 min on 2 CPU cores.
+# Autoencoder on SynthTalk 64x64 (f = 4 -> 16x16x4 latents), ~5 min on 2 CPU cores.
 # python data.py synth && python train.py config/ae_synth.py
 model = "ae"
 data_dir = "data/synth"
 out_dir = "out/ae"
-ae_channels = (16, 32, 64)
+ae_stem = 2                       # 64 px pixel-unshuffled to 32x32x12: no conv at 64x64
+ae_channels = (32, 64)
 batch_size = 16
 max_steps = 1500
 lr = 2e-3

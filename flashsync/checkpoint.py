@@ -34,7 +34,8 @@ def build(kind, cfg, init):
     from flashsync.autoencoder import AEConfig, Autoencoder
     from flashsync.editor import Editor, EditorConfig, Refiner
     if kind == "ae":
-        return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"])))
+        return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"]),
+                                    stem=cfg.get("ae_stem", 1)))
     if kind == "editor":
         if init is None:
             raise UserError("the editor needs a trained autoencoder: --init_from=out/ae/ckpt.pt")

@@ -161,7 +161,8 @@ class FrameSampler:
     drawn from frames that show an occluder (for the occlusion segmenter).
     features: a function of uint8 frames (N, R, R, 3) -> (N, ...) computed once per clip at the start
     (say, a frozen lips encoder or autoencoder); then the windows come as video_features (n, L, ...)
-    and refs_features (n, K, ...) instead of pixels. cache: a file that keeps them for the next run
+    and refs_features (n, K, ...) instead of pixels; with L = 1 as target_features (n, ...) and
+    refs_features (n / group, K, ...) beside the pixels. cache: a file that keeps them for the next run
     (its name must say which frozen model made them).
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
@@ -231,6 +232,8 @@ class FrameSampler:
                 s = max(0, min(t, len(f) - self.length))        # the window holding the target
                 o = self.occluders[c]
                 occ.append(np.zeros((self.length, *f.shape[1:3]), bool) if o is None else o[s:s + self.length])
+                if self.length == 1 and self.features is not None:
+                    feat.append(self.features[c][t])
                 if self.length > 1:
                     for k, v in tracks.items():
                         v.append(self.tracks[k][c][s:s + self.length])
@@ -244,6 +247,8 @@ class FrameSampler:
         out = dict(target=torch.from_numpy(np.stack(target)), refs=torch.from_numpy(np.stack(refs)),
                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame),
                    occluder=torch.from_numpy(np.stack(occ)))
+        if self.length == 1 and self.features is not None:       # the frames' latents (the editor's cache)
+            out.update(target_features=torch.stack(feat), refs_features=torch.stack(ref_feat))
         if self.length > 1:
             out.update(audio=torch.from_numpy(np.stack(audio)), **{k: torch.from_numpy(np.stack(v)) for k, v in tracks.items()})
             if self.features is not None:

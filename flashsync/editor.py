@@ -122,22 +122,29 @@ class Editor(nn.Module):
         self.ae.eval()        # frozen, always
         return self
 
-    def encode_inputs(self, target, refs, masked=True):
+    def encode(self, crops):
+        """uint8 crops (N, R, R, 3) -> their latents (N, 4, h, w) (what train.py caches once per dataset)."""
+        return self.ae.encode(to_float(crops))
+
+    def encode_inputs(self, target, refs, masked=True, z_refs=None, z_target=None):
         """uint8 target (B, R, R, 3) and refs (B / g, K, R, R, 3) -> z_in, mask, z_refs (B, K, 4, h, w), target
-        float. Each reference set may serve g consecutive targets (FrameSampler's groups): encoded once."""
+        float. Each reference set may serve g consecutive targets (FrameSampler's groups): encoded once.
+        z_refs (B / g, K, 4, h, w), z_target (B, 4, h, w): their latents, when already known (a cache)."""
         x = to_float(target)                                               # (B, 3, R, R)
         with torch.no_grad():
-            z_refs = self.ae.encode(to_float(refs).flatten(0, 1)).unflatten(0, refs.shape[:2])
-            z_refs = z_refs.repeat_interleave(len(x) // len(refs), 0)
-            z_in, mask = self.encode_target(x, masked)
+            if z_refs is None:
+                z_refs = self.ae.encode(to_float(refs).flatten(0, 1)).unflatten(0, refs.shape[:2])
+            z_refs = z_refs.repeat_interleave(len(x) // len(z_refs), 0)
+            z_in, mask = self.encode_target(x, masked, z_target)
         return z_in, mask, z_refs, x
 
-    def encode_target(self, x, masked=True):
-        """Float frames (B, 3, R, R) -> the input latent (B, 4, h, w) and mask channel (B, 1, h, w)."""
+    def encode_target(self, x, masked=True, z=None):
+        """Float frames (B, 3, R, R) -> the input latent (B, 4, h, w) and mask channel (B, 1, h, w).
+        z: the unmasked frames' latents, when already known."""
         if masked:
             z_in = self.ae.encode(x * (1 - self.pix_mask))                     # lower face blanked to grey
             return z_in, self.lat_mask.expand(len(x), -1, -1, -1)
-        z_in = self.ae.encode(x)
+        z_in = self.ae.encode(x) if z is None else z
         return z_in, torch.zeros_like(z_in[:, :1])
 
     def edit(self, target, refs, p, masked=True):
@@ -159,9 +166,12 @@ class Editor(nn.Module):
         return loss, dict(latent=lat.detach(), pixel=pix.detach(), lips=lips.detach(), y=y.detach())
 
     def loss(self, batch):
-        z_in, mask, z_refs, x = self.encode_inputs(batch["target"], batch["refs"], masked=True)
+        """batch: target (B, R, R, 3), refs (B / g, K, R, R, 3) uint8, and optionally their latents
+        target_features, refs_features (train.py computes every frame's latent once)."""
+        z_in, mask, z_refs, x = self.encode_inputs(batch["target"], batch["refs"], True, batch.get("refs_features"))
         with torch.no_grad():
-            z_target = self.ae.encode(x)
+            z_target = batch.get("target_features")
+            z_target = self.ae.encode(x) if z_target is None else z_target
         p = self.lips(x)
         z_out = self.net(z_in, mask, z_refs, p)
         return self.recon_loss(z_out, z_target, x)
@@ -186,6 +196,13 @@ class Refiner(nn.Module):
     def cfg(self):
         return self.teacher.cfg
 
+    @property
+    def ae(self):
+        return self.teacher.ae
+
+    def encode(self, crops):
+        return self.teacher.encode(crops)
+
     def edit(self, target, refs, p):
         """Mask-free edit of uint8 frames -> output latent (B, 4, h, w)."""
         z_in, mask, z_refs, _ = self.teacher.encode_inputs(target, refs, masked=False)
@@ -193,11 +210,13 @@ class Refiner(nn.Module):
 
     def loss(self, batch):
         t = self.teacher
-        z_src, zero, z_refs, x = t.encode_inputs(batch["target"], batch["refs"], masked=False)
+        z_src, zero, z_refs, x = t.encode_inputs(batch["target"], batch["refs"], False, batch.get("refs_features"),
+                                                 batch.get("target_features"))
         with torch.no_grad():
             p_src = t.lips(x)
             p_other = t.lips(to_float(batch["other"]))
-            z_mod = t.edit(batch["target"], batch["refs"], p_other, masked=True)   # mouth moved to `other`
+            z_in, mask = t.encode_target(x, masked=True)
+            z_mod = t.net(z_in, mask, z_refs, p_other)                                  # mouth moved to `other`
             y_mod = t.ae.decode(z_mod)
         # symmetric pairs: src -> mod given p_other, and mod -> src given p_src
         la, sa = t.recon_loss(self.net(z_src, zero, z_refs, p_other), z_mod, y_mod)

@@ -163,10 +163,15 @@ class _Canvas:
 
     def over(self, alpha, colour):
         alpha = alpha.expand_as(self.alpha)
-        a = alpha[..., None]
-        colour = torch.as_tensor(colour, dtype=torch.float32)
-        self.rgb.mul_(1 - a).add_(a * colour)
-        self.alpha.mul_(1 - alpha).add_(alpha)
+        # most shapes (eyes, nostrils, lips) cover a few rows: composite only the band they touch
+        rows = torch.nonzero(alpha.amax((0, 2)) > 0)
+        if len(rows) == 0:
+            return
+        band = slice(int(rows[0]), int(rows[-1]) + 1)
+        alpha, rgb, acc = alpha[:, band], self.rgb[:, band], self.alpha[:, band]
+        colour = torch.as_tensor(colour, dtype=torch.float32).expand_as(self.rgb)[:, band]
+        rgb.lerp_(colour, alpha[..., None])                       # rgb = (1 - a) rgb + a colour
+        acc.lerp_(torch.ones(()).expand_as(acc), alpha)
 
 
 def _texture(rng, res, cells, amp):
@@ -352,8 +357,9 @@ def make_clip(identity, seed, seconds=6.0, res=64, occluder=False, nsv=0.3, offs
         xs = direction * (-1.6 + 3.2 * np.clip((t - start) / dur, 0, 1))
         xs[(t < start) | (t > start + dur)] = 9.0               # off screen
         occ = dict(kind=str(rng.choice(["hand", "mic"])), x=xs.astype(np.float32), y=float(rng.uniform(0.35, 0.6)))
-    chunks = [render(ident, {k: v[i:i + 256] for k, v in gt.items()}, res,
-                     None if occ is None else dict(occ, x=occ["x"][i:i + 256])) for i in range(0, n, 256)]
+    # 64 frames at a time: the canvases stay in the CPU cache (1.7x faster than 256 at a time)
+    chunks = [render(ident, {k: v[i:i + 64] for k, v in gt.items()}, res,
+                     None if occ is None else dict(occ, x=occ["x"][i:i + 64])) for i in range(0, n, 64)]
     video = torch.cat([ch[0] for ch in chunks]).numpy()
     mask = torch.cat([ch[1] for ch in chunks]).numpy()
     gt["lower_face_box"], gt["mouth_box"] = _boxes(ident, gt, res)
@@ -393,8 +399,17 @@ def read_mouth(frames):
            column inside face.MOUTH, as a fraction of the crop, divided by the
            height of a fully open mouth, so 0 closed .. about 1 wide open.
     width: widest row of the interior, as a fraction of the crop (0 when closed).
+
+    Crops larger than READ_RES are first averaged down to it (area): the reader was calibrated
+    there, and at 256 px the 1-2 px dark line between closed lips read as a sliver of interior
+    (a closed mouth up to 0.15-0.6 on some faces; r with the truth 0.77 on identity 25, 0.95
+    once averaged down).
     """
     f = torch.as_tensor(np.asarray(frames)).float() / 255
+    if f.shape[-2] > READ_RES:
+        lead = f.shape[:-3]
+        f = F.interpolate(f.reshape(-1, *f.shape[-3:]).movedim(-1, 1), size=(READ_RES, READ_RES), mode="area")
+        f = f.movedim(1, -1).reshape(*lead, READ_RES, READ_RES, 3)
     res = f.shape[-2]
     x0, y0, x1, y1 = face.region(face.MOUTH, res)
     f = f[..., y0:y1, x0:x1, :]                                  # (..., h, w, 3)
@@ -432,4 +447,5 @@ def read_mouth(frames):
                 width=(rows.max(-1).values / res).numpy())
 
 
+READ_RES = 64           # the crop size the reader measures at (larger crops are averaged down to it)
 OPEN_SCALE = 0.12 / 2   # interior height of a fully open mouth (0.12 face units), as a fraction of the crop

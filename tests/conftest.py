@@ -24,7 +24,7 @@ def run_script(*args, cwd=None):
                           capture_output=True, text=True, timeout=600)
 
 
-TINY = ["--ae_channels=(8, 8, 16)", "--editor_channels=(16, 16)", "--batch_size=4", "--log_every=1",
+TINY = ["--ae_channels=(8, 16)", "--editor_channels=(16, 16)", "--batch_size=4", "--log_every=1",
         "--eval_batches=1", "--threads=1"]
 
 

@@ -22,6 +22,17 @@ def test_reader_tracks_ground_truth_opening(test_clips):
     assert np.corrcoef(read, true)[0, 1] >= 0.95
 
 
+def test_reader_holds_at_256_px():
+    """Larger crops are read at the reader's own resolution: at 256 px a closed mouth still reads
+    closed (the 1-2 px line between the lips is no interior) and the opening still tracks the truth."""
+    ids = [i for i in range(200) if synth.split_of(i) == "test"][:4] + [25]
+    clips = [synth.make_clip(i, 0, seconds=3.0, res=256) for i in ids]
+    read = np.concatenate([synth.read_mouth(c["video"])["open"] for c in clips])
+    true = np.concatenate([c["gt"]["open"] for c in clips])
+    assert np.corrcoef(read, true)[0, 1] >= 0.95
+    assert (read[true < 0.02] < synth.OPEN_THRESHOLD).mean() >= 0.95
+
+
 def test_bilabials_and_silence_read_closed(test_clips):
     bilabial = [speech.ID[n] for n in speech.BILABIALS]
     checked = 0

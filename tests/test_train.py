@@ -16,11 +16,37 @@ def losses(path):
 
 
 def test_autoencoder_shapes():
-    for res, f, ch in ((64, 4, (8, 8, 8)), (256, 8, (8, 8, 8, 8))):
-        ae = Autoencoder(AEConfig(resolution=res, factor=f, channels=ch))
+    for res, f, ch, stem in ((64, 4, (8, 8, 8), 1), (256, 8, (8, 8, 8, 8), 1), (64, 4, (8, 8), 2),
+                             (192, 8, (8, 8), 4), (256, 8, (8, 8, 8), 2)):
+        ae = Autoencoder(AEConfig(resolution=res, factor=f, channels=ch, stem=stem))
         z = ae.encode(torch.zeros(2, 3, res, res))
         assert z.shape == (2, 4, res // f, res // f)
         assert ae.decode(z).shape == (2, 3, res, res)
+        # with a stem, no convolution sees the full-resolution image
+        widest = max(m.in_channels for m in ae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        first = next(m for m in ae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.in_channels == 3 * stem * stem and widest >= first.in_channels
+
+
+def test_editor_cached_latents_give_the_same_loss(tiny_data):
+    """train.py gives the editor every frame's latent once (target_features, refs_features) instead of
+    encoding 80 frames a step: the loss must be the one the pixels give."""
+    torch.manual_seed(0)
+    ed = Editor(EditorConfig(resolution=32, channels=(16, 16), lips_noise=0.0), Autoencoder(AEConfig(resolution=32, channels=(8, 16), stem=2)))
+    with torch.no_grad():
+        ed.ae.decoder[-2].weight.normal_()          # a decoder that is not zero, so pixel losses count
+    plain = FrameSampler(tiny_data, "train", group=2).batch(4, torch.Generator().manual_seed(3))
+    cached = FrameSampler(tiny_data, "train", group=2, features=ed.encode).batch(4, torch.Generator().manual_seed(3))
+    assert cached["target_features"].shape == (4, 4, 8, 8) and cached["refs_features"].shape == (2, 4, 4, 8, 8)
+    assert torch.equal(plain["target"], cached["target"])
+    with torch.no_grad():
+        a, b = ed.loss(plain)[0], ed.loss(cached)[0]
+        assert torch.allclose(a, b, atol=1e-5), (a, b)
+        torch.manual_seed(1)
+        a = Refiner(ed).loss(plain)[0]
+        torch.manual_seed(1)
+        b = Refiner(ed).loss(cached)[0]
+        assert torch.allclose(a, b, atol=1e-5), (a, b)
 
 
 def test_editor_residual_and_one_batch_overfit(tiny_data):
