@@ -64,7 +64,8 @@ stride = 4                        # S frames between keyframes
 ks_channels = (64, 128)           # backbone widths at latent resolution and half of it
 p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^2) (the paper: 1.0, 1.2; see diffusion.py)
 p_std = 1.2
-mouth_weight = 2.0                # extra loss weight on the mouth box's latent cells (what the audio decides)
+mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
+                                  # latent cells, what the audio decides)
 # optimisation
 batch_size = 16                   # per process (DDP: per GPU)
 max_steps = 2500                  # optimiser steps

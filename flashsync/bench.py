@@ -3,8 +3,9 @@
 
 Random weights (speed does not depend on training) in the architecture of the shipped configs:
 config/*_synth.py up to 128 px (f = 4), config/*_gpu.py from 256 px (f = 8, wider). Per row: ms per frame of each stage in
-eager mode (encode, pose amortised over 10 s of audio with audio guidance, edit, decode of the edited
-and the unedited latent, both of which paste-back needs), then the whole per-frame step (uint8 crop
+eager mode (encode, pose amortised over 10 s of audio with audio guidance, edit: the new mouth and the
+crop re-rendered with its own (the lips encoder, then one editor pass over both), decode of both, which
+paste-back needs), then the whole per-frame step (uint8 crop
 -> the two uint8 crops) end to end, eager and fast (LipSync's compiled
 step; on CUDA also bf16 + CUDA graphs). Every time is the median of `repeats` timed runs
 after warm-up; the first call's time (compilation) is reported on its own.
@@ -63,11 +64,15 @@ def timed(fn, dev, repeats):
     return statistics.median(times), first
 
 
+def small_ae(r):
+    """config/ae_synth.py's autoencoder: f = 4, pixel-unshuffle stem 2, channels (32, 64)."""
+    return Autoencoder(AEConfig(resolution=r, factor=4, channels=(32, 64), stem=2))
+
+
 def build(r, dev, fast, batch):
     torch.manual_seed(0)
     small = r <= 128
-    ae = Autoencoder(AEConfig(resolution=r, factor=4 if small else 8,
-                              channels=(16, 32, 64) if small else (64, 128, 256, 256)))
+    ae = small_ae(r) if small else Autoencoder(AEConfig(resolution=r, factor=8, channels=(64, 128, 256, 256)))
     editor = Editor(EditorConfig(resolution=r, channels=(64, 128) if small else (128, 256)), ae)
     pose = PoseModel(PoseConfig(audio_drop=0.3), editor.lips)         # as trained: sampled with audio guidance
     lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
@@ -88,7 +93,10 @@ def bench_row(r, batch, dev, mode, repeats):
         z = lips.ae.encode(x)
         zero = torch.zeros_like(z[:, :1])
         row["encode_ms"] = 1000 * timed(lambda: lips.ae.encode(x), dev, repeats)[0] / batch
-        row["edit_ms"] = 1000 * timed(lambda: lips.net(z, zero, None, poses, refs=lips.ref_feat), dev, repeats)[0] / batch
+        # the edit and the crop re-rendered with its own mouth (paste-back subtracts it): one batch of 2B
+        z2, zero2, p2 = torch.cat([z, z]), torch.cat([zero, zero]), torch.cat([poses, poses])
+        row["edit_ms"] = 1000 * timed(lambda: (lips.base.lips(x), lips.net(z2, zero2, None, p2, refs=lips.ref_feat)),
+                                      dev, repeats)[0] / batch
         row["decode_ms"] = 1000 * timed(lambda: lips.ae.decode(torch.cat([z, z])), dev, repeats)[0] / batch
         audio = torch.randn(10 * 16000) * 0.1
         row["pose_ms"] = 1000 * timed(lambda: lips.poses(audio), dev, 3)[0] / 250      # offline, per frame
@@ -101,7 +109,7 @@ def keysync_row(r, dev, repeats=1):
     from flashsync.keysync import Dubber, KeySync, KeySyncConfig
     from flashsync.pose import AudioEncoder
     torch.manual_seed(0)
-    ae = Autoencoder(AEConfig(resolution=r, factor=4, channels=(16, 32, 64)))
+    ae = small_ae(r)
     audio = AudioEncoder(PoseConfig())
     key, interp = (KeySync(KeySyncConfig(resolution=r, interp=i), ae, audio) for i in (False, True))
     dub = Dubber(key, interp, steps=ks_steps, s_ref=1.0, s_audio=4.0, device=dev)
@@ -121,7 +129,7 @@ def keyface_row(r, dev, seconds=4.0):
     from flashsync.keyface import Animator, KeyFace, KeyFaceConfig
     from flashsync.pose import AudioEncoder
     torch.manual_seed(0)
-    ae = Autoencoder(AEConfig(resolution=r, factor=4, channels=(16, 32, 64)))
+    ae = small_ae(r)
     audio, events = AudioEncoder(PoseConfig()), EventEncoder(EventConfig())
     key, interp = (KeyFace(KeyFaceConfig(resolution=r, interp=i), ae, audio, events) for i in (False, True))
     anim = Animator(key, interp, steps=ks_steps, s_ref=1.0, s_audio=4.0, device=dev)

@@ -35,7 +35,7 @@ def build(kind, cfg, init):
     from flashsync.editor import Editor, EditorConfig, Refiner
     if kind == "ae":
         return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"]),
-                                    stem=cfg.get("ae_stem", 1)))
+                                    stem=cfg.get("ae_stem", 1), mouth_weight=cfg.get("mouth_weight", 0.0)))
     if kind == "editor":
         if init is None:
             raise UserError("the editor needs a trained autoencoder: --init_from=out/ae/ckpt.pt")

@@ -170,8 +170,9 @@ class _Canvas:
         band = slice(int(rows[0]), int(rows[-1]) + 1)
         alpha, rgb, acc = alpha[:, band], self.rgb[:, band], self.alpha[:, band]
         colour = torch.as_tensor(colour, dtype=torch.float32).expand_as(self.rgb)[:, band]
-        rgb.lerp_(colour, alpha[..., None])                       # rgb = (1 - a) rgb + a colour
-        acc.lerp_(torch.ones(()).expand_as(acc), alpha)
+        a = alpha[..., None]
+        rgb.mul_(1 - a).add_(a * colour)
+        acc.mul_(1 - alpha).add_(alpha)
 
 
 def _texture(rng, res, cells, amp):
