@@ -31,7 +31,10 @@ def test_stream_from_files_equals_sample_streaming_mode(tiny_ckpts, tmp_path):
     r = run_script("stream.py", *args, "--record", str(tmp_path / "live.mp4"), "--port=0", "--realtime=false")
     assert r.returncode == 0, r.stderr
     assert "0 dropped" in r.stdout
-    r = run_script("sample.py", *args, "--out", str(tmp_path / "offline.mp4"), "--lookahead=2")
+    # batch 1 as the stream edits: convolutions over 16 crops may round a pixel of a crop the other way,
+    # and the paste's replace mask turns one grey level of an untrained model's crop into up to
+    # |recon - source| / 20 levels (this test's 4-step models are far from their source)
+    r = run_script("sample.py", *args, "--out", str(tmp_path / "offline.mp4"), "--lookahead=2", "--batch=1")
     assert r.returncode == 0, r.stderr
     live = np.stack(list(read_frames(str(tmp_path / "live.mp4"))))
     ref = np.stack(list(read_frames(str(tmp_path / "offline.mp4"))))
