@@ -401,10 +401,8 @@ def read_mouth(frames):
            height of a fully open mouth, so 0 closed .. about 1 wide open.
     width: widest row of the interior, as a fraction of the crop (0 when closed).
 
-    Crops larger than READ_RES are first averaged down to it (area): the reader was calibrated
-    there, and at 256 px the 1-2 px dark line between closed lips read as a sliver of interior
-    (a closed mouth up to 0.15-0.6 on some faces; r with the truth 0.77 on identity 25, 0.95
-    once averaged down).
+    Crops larger than READ_RES are averaged down to it first: at 256 px the 1-2 px line between
+    closed lips read as interior (up to 0.15-0.6; r with the truth 0.77 on identity 25, now 0.95).
     """
     f = torch.as_tensor(np.asarray(frames)).float() / 255
     if f.shape[-2] > READ_RES:
