@@ -151,7 +151,7 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
     """Where an edited crop must be pasted -> masks m, g (R, R) in [0, 1], inside `region`.
 
     m: the edit changed something: mean |face - recon| over a 3x3 neighbourhood above 3-10
-       grey levels (recon: the crop rendered without the edit, see paste(); away from the mouth, less
+       grey levels (recon: the crop through the autoencoder unedited; away from the mouth, less
        recon's own contrast there); add the change there.
     g <= m: the mouth must be replaced: it changed a lot, or, inside MOUTH, the source crop
        differs strongly (12-32 grey levels) from the edited one (an old open mouth where the
@@ -160,7 +160,7 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
     Both grown by R/32, softened, and kept inside `region` (oval: inside the ellipse inscribed in it,
     which leaves out the region's corners, where the jaw line runs beside the mouth and the editor
     redraws it: on the 256 px demo the lower face outside the mouth went from 45.9 to 49.5 dB before
-    the codec, with the same mouth), feathered by R/16, and out of `hold` ((R, R) bool or None:
+    the codec, with the same mouth reading), feathered by R/16, and out of `hold` ((R, R) bool or None:
     pixels that must stay the source's, such as an occluder in front of the mouth).
     """
     r = face.shape[0]
@@ -188,10 +188,9 @@ def edit_masks(face, recon, source, region=PASTE, change=(3.0, 10.0), replace=(1
 def paste(frame, face, box, recon=None, region=PASTE, hold=None, oval=True):
     """Paste what an edit changed back into a copy of the full (H, W, 3) frame, at the frame's resolution.
 
-    face: the edited (R, R, 3) crop of `box`; recon: the same crop rendered the same way but without
-    the edit (FlashLips: the editor given the crop's own lips vector; KeySync: the autoencoder alone;
-    None: the source crop itself). Only the change d = face - recon is pasted, so the renderer's
-    blur, colour errors and redrawn edges cancel and the source keeps its own detail:
+    face: the edited (R, R, 3) crop of `box`; recon: the same crop through the same autoencoder,
+    unedited (None: the source crop itself). Only the change d = face - recon is pasted, so the
+    autoencoder's blur and colour errors cancel and the source keeps its own detail:
 
         out = src + m * up(d) + g * (up(recon) - src)        (where g = m = 1: out = up(face))
 

@@ -7,7 +7,7 @@ One object serves sample.py, stream.py and the evaluation, so they compute the s
     p = lips.poses(audio)                 # (T, 12): offline, overlapping windows blended
     p = lips.poses(audio, lookahead=2)    # streaming: frame t sees audio up to frame t + 2 (+ mel reach)
     out = lips.edit(crops, p[:B])         # (B, R, R, 3) uint8 -> (B, R, R, 3) uint8
-    out, rec = lips.edit(crops, p[:B], recon=True)   # and each crop re-rendered with its own mouth
+    out, rec = lips.edit(crops, p[:B], recon=True)   # and each crop through the autoencoder, unedited
                                                      # (what face.paste needs to paste only the change)
 
 Noise. The flow starts every frame from its own Gaussian noise, drawn from a
@@ -188,27 +188,20 @@ class LipSync:
         return total / weight
 
     def _step(self, crops, poses, ref_feat, recon=False):
-        """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3).
-
-        recon: also each crop re-rendered by the editor with its *own* lips vector (the lips encoder's
-        reading of the crop), in the same batch -> (2B, R, R, 3). That is the reference face.paste
-        subtracts: the editor redraws a jaw line or a chin a little differently from the source
-        whatever the pose, and in (edit - self-edit) those redraws cancel, leaving only what the new
-        pose changed (lower face outside the mouth on the 256 px demo: 37.0 dB with the plain
-        autoencoder reconstruction as the reference -> see README)."""
+        """The whole per-frame function: uint8 crops (B, R, R, 3), poses (B, 12) -> uint8 (B, R, R, 3);
+        with recon, also the crops through the autoencoder alone, decoded in the same call -> (2B, R, R, 3)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             x = to_float(crops)
             z_in, mask = self.base.encode_target(x, self.masked)         # channels_last in memory
-            if recon:
-                own = self.base.lips(x)                                   # (B, 12): the mouth the crop has
-                z_in, mask, poses = torch.cat([z_in, z_in]), torch.cat([mask, mask]), torch.cat([poses, own])
             z = self.net(z_in, mask, None, poses, refs=ref_feat.to(z_in.dtype))
+            if recon:
+                z = torch.cat([z, self.ae.encode(x) if self.masked else z_in])
             return to_uint8(self.ae.decode(z).float())
 
     @torch.no_grad()
     def edit(self, crops, poses, recon=False):
         """Edit uint8 face crops (B, R, R, 3) to the lips poses (B, 12) -> uint8 (B, R, R, 3) on the CPU;
-        recon=True: (edited, the crops re-rendered with their own mouths: what face.paste subtracts)."""
+        recon=True: (edited, the crops through the autoencoder without an edit)."""
         if self.ref_feat is None:
             raise RuntimeError("call set_reference() first")
         crops = torch.as_tensor(crops).to(self.device)
