@@ -6,6 +6,12 @@
         real videos: the face box is tracked through each video, cropped to
         resolution x resolution at 25 fps, with 16 kHz audio from the file's own
         track or from --audio (trimmed or padded to the video's length).
+    python data.py videos ROOT [--crop=full|box] [--boxes=TABLE] [--workers=N] [--key=value ...]
+        a dataset tree (LRS3 / VoxCeleb2 speaker/clip folders, HDTF long videos; also
+        `data.py video DIR`): every video under ROOT, split by speaker, long ones cut at
+        silences, in parallel and resumably (run the same command again after an
+        interruption); what was skipped and why in <out_dir>/<ROOT>_report.json. See
+        flashsync/prepare.py.
 """
 import os
 import time
@@ -30,9 +36,20 @@ occluder_prob = 0.25         # chance a clip has a hand or microphone crossing t
 nsv = 0.3                    # chance each speech event is a laugh or a sigh instead
 # video
 box = ""                     # x,y,w,h face box in the first frame (pixels)
-boxes = ""                   # or a text file with one box per frame (from any detector)
+boxes = ""                   # or a text file with one box per frame (from any detector); videos: a CSV/JSON
+                             # table of boxes per video (path,x,y,w,h or path,boxfile: see prepare.load_boxes)
 audio = ""                   # speech to use instead of the video's own audio track
-split = "train"              # split the clips of real videos go to
+split = "train"              # split the clips of real videos go to (videos: by speaker, see below)
+# videos (a tree)
+crop = ""                    # full: the whole frame is the face (LRS3, VoxCeleb2); box: track --box / --boxes
+                             # (default: box when either is given, else full)
+workers = 1                  # processes preparing videos at once (the cores you can spare)
+clip_seconds = 10.0          # longer videos are cut into clips of about this length, at silences
+min_seconds = 1.0            # shorter videos (and ends of videos) are skipped
+speaker_of = ""              # regex whose group 1 is the speaker in a path under ROOT (default: its first folder)
+val_fraction = 0.05          # of the speakers (by a hash of the name: see prepare.py), at least one of 3 or more
+test_fraction = 0.05
+max_offset = 0               # skip clips the sync expert (--syncnet) finds this many frames or more out of sync (0: off)
 # sync
 syncnet = "out/syncnet/ckpt.pt"   # the sync expert that checks a dataset
 fix = False                  # shift the audio of clips found out of sync
@@ -114,6 +131,21 @@ def make_video(root, paths):
     write_index(root, clips, resolution)
 
 
+def make_videos(root, tree):
+    from flashsync.face import parse_box
+    from flashsync.prepare import prepare, print_summary
+    if not tree or len(tree) > 1:
+        raise UserError("give one folder: python data.py videos ROOT [--workers=N] ...")
+    if workers < 1:
+        raise UserError(f"--workers={workers}: give 1 or more")
+    mode = crop or ("box" if box or boxes else "full")
+    summary = prepare(tree[0], root, resolution, crop=mode, box=parse_box(box) if box else None, boxes=boxes,
+                      workers=workers, clip_seconds=clip_seconds, min_seconds=min_seconds, speaker_pattern=speaker_of,
+                      val=val_fraction, test=test_fraction, max_offset=max_offset, syncnet=syncnet,
+                      min_confidence=min_confidence)
+    print_summary(summary, root, tree[0])
+
+
 def check_sync(root):
     """Print each clip's offset, LSE-D and LSE-C; with --fix, shift confident offsets into sync."""
     from flashsync.audio import save_audio
@@ -141,11 +173,13 @@ def check_sync(root):
 
 def main():
     args = configure(globals())
-    if not args or args[0] not in ("synth", "video", "sync"):
+    if not args or args[0] not in ("synth", "video", "videos", "sync"):
         raise UserError("usage: python data.py synth [--key=value ...] | python data.py video PATH... --box x,y,w,h"
-                        " | python data.py sync [DIR] [--fix]")
+                        " | python data.py videos ROOT [--workers=N] | python data.py sync [DIR] [--fix]")
     if args[0] == "synth":
         make_synth(out_dir or "data/synth")
+    elif args[0] == "videos" or (args[0] == "video" and len(args) == 2 and os.path.isdir(args[1])):
+        make_videos(out_dir or "data/videos", args[1:])
     elif args[0] == "video":
         make_video(out_dir or "data/video", args[1:])
     else:

@@ -43,6 +43,7 @@ resume = False                    # continue from out_dir/ckpt.pt
 factor = 4                        # 4 at 64-128 px, 8 from 256 px
 ae_stem = 2                       # pixel-unshuffle the image by this first: no conv at full resolution (1: off)
 ae_channels = (32, 64)            # per level, from the stem's resolution (log2(factor / ae_stem) + 1 levels)
+ae_latent = 4                     # latent channels
 # editor
 refs = 4                          # K reference frames of the same video
 group = 1                         # targets per clip in a batch, sharing its K references (editor, refine; 4 is 1.5x faster but lost r 0.90 -> 0.84 on SynthTalk)
@@ -335,9 +336,15 @@ def main():
         digest = hashlib.sha1(b"".join(v.cpu().numpy().tobytes() for v in net.ae.state_dict().values()))
         cache = os.path.join(data_dir, f"latents_{digest.hexdigest()[:12]}_{{}}.pt")
     occluded = 0.5 if model == "occluder" else 0.0     # the segmenter sees a hand or microphone in half its frames
-    train_data, val_data = (FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
+    # DDP with a cache: each node's first process encodes the dataset once, the others wait, then read its file
+    first = int(os.environ.get("LOCAL_RANK", 0)) == 0
+    if ddp and cache and not first:
+        dist.barrier()
+    train_data, val_data = [FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
                                          gap=gap, cache=cache.format(split), occluded=occluded)
-                            for split in ("train", "val"))
+                            for split in ("train", "val")]
+    if ddp and cache and first:
+        dist.barrier()
     ema_net = {k: v.detach().clone() for k, v in net.state_dict().items()}
     params = trainable(net)
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))

@@ -12,6 +12,7 @@ shuffle. On a CPU that is where the time goes: at 64 px, stem 2 with channels
 latent models that follow. Frozen after its own training.
 """
 import dataclasses
+import math
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from flashsync import face
 from flashsync.nn import Down, ResBlock, Up, norm, to_float
+from flashsync.util import UserError
 
 
 @dataclasses.dataclass
@@ -39,7 +41,9 @@ class Autoencoder(nn.Module):
         self.cfg = cfg
         ch = cfg.channels
         s = cfg.stem
-        assert s * 2 ** (len(ch) - 1) == cfg.factor, "channels needs log2(factor / stem) + 1 levels"
+        if s * 2 ** (len(ch) - 1) != cfg.factor:
+            raise UserError(f"--ae_channels={ch} has {len(ch)} levels, but factor {cfg.factor} with ae_stem {s} "
+                            f"needs log2(factor / stem) + 1 = {math.log2(cfg.factor / s) + 1:g}")
         enc = [nn.PixelUnshuffle(s)] if s > 1 else []                       # (B, 3s^2, R/s, R/s)
         enc.append(nn.Conv2d(3 * s * s, ch[0], 3, padding=1))
         for i, c in enumerate(ch):

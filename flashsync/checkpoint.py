@@ -35,14 +35,16 @@ def build(kind, cfg, init):
     from flashsync.editor import Editor, EditorConfig, Refiner
     if kind == "ae":
         return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"]),
-                                    stem=cfg.get("ae_stem", 1), mouth_weight=cfg.get("mouth_weight", 0.0)))
+                                    stem=cfg.get("ae_stem", 1), latent=cfg.get("ae_latent", 4),
+                                    mouth_weight=cfg.get("mouth_weight", 0.0)))
     if kind == "editor":
         if init is None:
             raise UserError("the editor needs a trained autoencoder: --init_from=out/ae/ckpt.pt")
         ae = build("ae", init["config"], None)
         ae.load_state_dict(init["ema"])
         return Editor(EditorConfig(resolution=cfg["resolution"], refs=cfg["refs"], lips_dim=cfg["lips_dim"],
-                                   lips_noise=cfg["lips_noise"], channels=tuple(cfg["editor_channels"])), ae)
+                                   lips_noise=cfg["lips_noise"], channels=tuple(cfg["editor_channels"]),
+                                   latent=ae.cfg.latent), ae)
     if kind == "refine":
         if init is None or init["kind"] != "editor":
             raise UserError("refinement needs a trained masked editor: --init_from=out/editor/ckpt.pt")

@@ -72,10 +72,10 @@ def read_index(root):
     return index
 
 
-def write_index(root, clips, resolution):
+def write_index(root, clips, resolution, merge=True):
     """Write (or merge into) <root>/index.json. clips: list of {name, split, frames, source}."""
     old = {}
-    if os.path.exists(os.path.join(root, "index.json")):
+    if merge and os.path.exists(os.path.join(root, "index.json")):
         index = read_index(root)
         if index["resolution"] != resolution:
             raise UserError(f"{root} holds {index['resolution']}px crops, not {resolution}px; use another --out_dir")
@@ -188,15 +188,16 @@ class FrameSampler:
                     self.tracks[k].append(np.asarray(gt.get(k, np.full(len(f), missing)), dtype))
         self.features = None
         if features is not None and cache and os.path.exists(cache):
-            self.features = [f.float() for f in torch.load(cache, weights_only=True)]
+            self.features = torch.load(cache, weights_only=True)
         elif features is not None:
             with torch.no_grad():
                 self.features = [torch.cat([features(torch.from_numpy(np.array(f[i:i + 256])))
                                             for i in range(0, len(f), 256)]) for f in self.frames]
             if cache:                                    # float16 halves the file; enough for training targets
-                self.features = [f.half().float() for f in self.features]     # what a later run will load
                 with atomic_path(cache, suffix=".pt") as tmp:
                     torch.save([f.half() for f in self.features], tmp)
+        if self.features is not None and cache:          # kept in float16 (half the RAM), served as float32
+            self.features = [f.half() for f in self.features]
 
     def batch(self, n, generator):
         g = self.group
@@ -248,11 +249,12 @@ class FrameSampler:
                    other=torch.from_numpy(np.stack(other)), clip=torch.tensor(clip), frame=torch.tensor(frame),
                    occluder=torch.from_numpy(np.stack(occ)))
         if self.length == 1 and self.features is not None:       # the frames' latents (the editor's cache)
-            out.update(target_features=torch.stack(feat), refs_features=torch.stack(ref_feat))
+            out.update(target_features=torch.stack(feat).float(), refs_features=torch.stack(ref_feat).float())
         if self.length > 1:
             out.update(audio=torch.from_numpy(np.stack(audio)), **{k: torch.from_numpy(np.stack(v)) for k, v in tracks.items()})
             if self.features is not None:
-                out.update(video_features=torch.stack(feat), refs_features=torch.stack(ref_feat).repeat_interleave(g, 0))
+                out.update(video_features=torch.stack(feat).float(),
+                           refs_features=torch.stack(ref_feat).repeat_interleave(g, 0).float())
             else:
                 out.update(video=torch.from_numpy(np.stack(video)))
         return out

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flashsync import FPS
 from flashsync.util import UserError, check_file, warn
 
 LOWER_FACE = (0.12, 0.56, 0.88, 1.0)
@@ -275,6 +276,7 @@ class Tracker:
         ncc = ncc[0, 0]
         p = ncc.shape[0]
         iy, ix = divmod(int(ncc.argmax()), p)
+        self.score = float(ncc[iy, ix])                   # how well the face still matches its first look
         dy = _subpixel(ncc[max(iy - 1, 0):iy + 2, ix], iy, p)
         dx = _subpixel(ncc[iy, max(ix - 1, 0):ix + 2], ix, p)
         # peak at (p - 1) / 2 means no motion; convert patch pixels back to frame pixels
@@ -295,9 +297,19 @@ def _subpixel(v, i, p):
     return 0.0 if d >= 0 else max(-0.5, min(0.5, 0.5 * (a - c) / d))
 
 
-def track(frames, box, boxes=None):
-    """Yield (frame, box) for each frame: `boxes` (one per frame, last one repeated) if given, else tracked from `box`."""
-    tracker = None
+class LostFace(UserError):
+    """The tracker's match stayed poor for half a second: the face left the box (turned, left the frame, a cut)."""
+
+    def __init__(self, frame):
+        super().__init__(f"the face box was lost by the tracker at frame {frame} ({frame / FPS:.1f} s)")
+        self.frame = frame
+
+
+def track(frames, box, boxes=None, lost=0.0):
+    """Yield (frame, box) for each frame: `boxes` (one per frame, last one repeated) if given, else tracked from `box`.
+    lost > 0: raise LostFace once the tracker's normalised correlation averages below it over half a second
+    (an average: a tracker wandering over noise or a frame edge scores an odd high value now and then)."""
+    tracker, scores = None, []
     for i, frame in enumerate(frames):
         if boxes is not None:
             yield frame, square(boxes[min(i, len(boxes) - 1)])
@@ -305,7 +317,11 @@ def track(frames, box, boxes=None):
             tracker = Tracker(frame, box)
             yield frame, tracker.box
         else:
-            yield frame, tracker.update(frame)
+            b = tracker.update(frame)
+            scores = (scores + [tracker.score])[-(FPS // 2 + 1):]
+            if lost > 0 and len(scores) > FPS // 2 and sum(scores) / len(scores) < lost:
+                raise LostFace(i - FPS // 2)                  # the window's first frame: keep nothing doubtful
+            yield frame, b
 
 
 class Boxes:

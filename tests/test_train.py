@@ -148,3 +148,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path
     after = load_checkpoint(str(out / "ckpt.pt"), "ae")
     assert after["step"] == 4
     assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
+
+
+def test_ddp_two_processes_train_on_one_latent_cache(tiny_data, tiny_ckpts, tmp_path):
+    """torchrun, 2 CPU processes (gloo): the editor trains, rank 0 writes the checkpoint, and the frozen
+    autoencoder's cache of the dataset's latents is made once and read by both (the barrier in train.py)."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("latents_*"))
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        os.path.join(ROOT, "train.py"), "--model=editor", f"--data_dir={data}",
+                        f"--init_from={tiny_ckpts['ae'][0]}", f"--out_dir={tmp_path / 'ed'}", "--max_steps=2",
+                        "--eval_every=2", *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(str(tmp_path / "ed" / "ckpt.pt"), "editor")["step"] == 2
+    assert len(list(data.glob("latents_*_train.pt"))) == 1 and len(list(data.glob("latents_*_val.pt"))) == 1
