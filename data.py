@@ -25,7 +25,7 @@ from flashsync.util import UserError, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
-out_dir = ""                 # default: data/synth for synth, data/video for video
+out_dir = ""                 # default: data/synth for synth, data/video for video, data/videos for videos
 resolution = 64              # crop size R (64 for the CPU demo; 128 or 256 on a GPU)
 seed = 0                     # synth: which speech, emotion, motion and occluders each clip gets
 # synth
@@ -134,16 +134,15 @@ def make_video(root, paths):
 def make_videos(root, tree):
     from flashsync.face import parse_box
     from flashsync.prepare import prepare, print_summary
-    if not tree or len(tree) > 1:
+    if len(tree) != 1:
         raise UserError("give one folder: python data.py videos ROOT [--workers=N] ...")
     if workers < 1:
         raise UserError(f"--workers={workers}: give 1 or more")
-    mode = crop or ("box" if box or boxes else "full")
-    summary = prepare(tree[0], root, resolution, crop=mode, box=parse_box(box) if box else None, boxes=boxes,
-                      workers=workers, clip_seconds=clip_seconds, min_seconds=min_seconds, speaker_pattern=speaker_of,
-                      val=val_fraction, test=test_fraction, max_offset=max_offset, syncnet=syncnet,
-                      min_confidence=min_confidence)
-    print_summary(summary, root, tree[0])
+    options = dict(resolution=resolution, crop=crop or ("box" if box or boxes else "full"), clip_seconds=clip_seconds,
+                   min_seconds=min_seconds, max_offset=max_offset, syncnet=syncnet if max_offset else "",
+                   min_confidence=min_confidence if max_offset else 0.0)
+    print_summary(prepare(tree[0], root, options, box=parse_box(box) if box else None, boxes=boxes, workers=workers,
+                          speaker_pattern=speaker_of, val=val_fraction, test=test_fraction))
 
 
 def check_sync(root):

@@ -18,6 +18,7 @@ continues exactly where the last checkpoint stopped (model, EMA, optimiser,
 step, the data sampler's and torch's random state).
 """
 import contextlib
+import datetime
 import hashlib
 import json
 import math
@@ -287,7 +288,9 @@ def main():
         raise UserError("--device=cuda but no CUDA GPU is available")
     rank, world = 0, 1
     if ddp:
-        dist.init_process_group("nccl" if dev == "cuda" else "gloo")
+        # a long timeout: the other processes wait at a barrier while each node's first one encodes the
+        # dataset's latents (hours of video take more than the default 10 minutes)
+        dist.init_process_group("nccl" if dev == "cuda" else "gloo", timeout=datetime.timedelta(hours=4))
         rank, world = dist.get_rank(), dist.get_world_size()
         if dev == "cuda":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))

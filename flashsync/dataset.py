@@ -188,16 +188,19 @@ class FrameSampler:
                     self.tracks[k].append(np.asarray(gt.get(k, np.full(len(f), missing)), dtype))
         self.features = None
         if features is not None and cache and os.path.exists(cache):
-            self.features = torch.load(cache, weights_only=True)
-        elif features is not None:
-            with torch.no_grad():
+            # memory-mapped: the processes of a node share its pages. A file of another clip list (the
+            # dataset grew since) does not fit: made anew
+            self.features = torch.load(cache, weights_only=True, mmap=True)
+            if [len(f) for f in self.features] != [len(f) for f in self.frames]:
+                self.features = None
+        if features is not None and self.features is None:
+            with torch.no_grad():                        # float16 with a cache: half the RAM and the file
                 self.features = [torch.cat([features(torch.from_numpy(np.array(f[i:i + 256])))
-                                            for i in range(0, len(f), 256)]) for f in self.frames]
-            if cache:                                    # float16 halves the file; enough for training targets
+                                            for i in range(0, len(f), 256)]).to(torch.half if cache else torch.float)
+                                 for f in self.frames]
+            if cache:
                 with atomic_path(cache, suffix=".pt") as tmp:
-                    torch.save([f.half() for f in self.features], tmp)
-        if self.features is not None and cache:          # kept in float16 (half the RAM), served as float32
-            self.features = [f.half() for f in self.features]
+                    torch.save(self.features, tmp)
 
     def batch(self, n, generator):
         g = self.group

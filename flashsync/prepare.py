@@ -5,21 +5,27 @@
 Layouts (DESIGN.md §3 for the clip format it writes):
   speaker/clip folders   LRS3 ROOT/<speaker>/<clip>.mp4, VoxCeleb2 ROOT/<speaker>/<video>/<clip>.mp4:
                          already face-centred crops, so --crop=full (the frame's centre square is the face)
-  long videos            HDTF ROOT/<name>.mp4, one speaker each: --crop=box, the face box tracked from
-                         --box (the same first-frame box for all) or --boxes FILE (per video, see load_boxes)
-The speaker is the first folder under ROOT (a file directly in ROOT is its own speaker), or group 1
-of the regular expression --speaker_of matched against the path under ROOT.
+  long videos            HDTF ROOT/<name>_<n>.mp4: --crop=box, the face box tracked from --box (the same
+                         first-frame box for all) or --boxes FILE (per video, see load_boxes)
+The speaker is the first folder under ROOT, or for a file directly in ROOT its name without a trailing
+_<number> (HDTF's WRA_KimSchrier_000 and _001 are one person), or group 1 of the regular expression
+--speaker_of matched against the path under ROOT.
 
 One job per video, run by --workers processes. A job writes its clips (each directory atomically,
 dataset.write_clip), then its record <out>/prepared/<name>.json: the clips it made, or why it made
 none. The records are the truth: a re-run skips every video that has one (resume), and the index and
 the report are rebuilt from them, so a killed run, run again, ends with the same index as an
-uninterrupted one. A video without a record is redone (clips it had finished are kept, not rewritten).
+uninterrupted one. A video without a record is redone (clips it had finished are kept, not rewritten);
+one that killed its worker process twice (a decoder crash, the OOM killer) is recorded as "crashed".
+Errors of the machine (disk full, out of memory) stop the run without a record: fix, run again.
 
 Split by speaker, so no identity is in two splits, by a fixed rule: u = sha1(speaker) as a number in
 [0, 1); u < val -> val, u < val + test -> test, else train. With 3 speakers or more, an empty val or
 test split takes the train speaker with the smallest u. Same tree, same split, on every machine.
 """
+import concurrent.futures
+import csv
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -29,27 +35,39 @@ import shutil
 import signal
 import time
 
+import av
 import numpy as np
 import torch
 
 from flashsync import FPS, SAMPLES_PER_FRAME, face, video
-from flashsync.util import UserError, check_file
+from flashsync.audio import fit_length, load_audio
+from flashsync.dataset import dump_json, write_clip, write_index
+from flashsync.util import UserError, check_file, warn
 
 VIDEO_EXT = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".wmv",
              ".3gp", ".ogv"}
-LOST = 0.4            # the tracker's match (normalised correlation) below which, for 0.5 s, the face is lost
-SPEECH_DB = -35.0     # a frame louder than this re its clip's peak counts as speech in the summary
+LOST = 0.4            # the tracker's match (normalised correlation) below which, over 0.5 s, the face is lost
+SPEECH_DB = -35.0     # a frame louder than this re its video's peak counts as speech in the summary
+SILENT = 1e-3         # a soundtrack whose peak is below this (-60 dBFS) is silence, not speech
+RETRY = {"no face box"}   # reasons a re-run tries again (the user may have added the box since)
+MACHINE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE}  # stop the run
 
 
 # ----------------------------------------------------------------------------- the tree
 
-def find_videos(root):
+def find_videos(root, skip=""):
     """Paths under root (relative, '/'-separated, sorted) of the files with a video extension, and a count
-    of the other files by extension (transcripts, box files: not an error)."""
+    of the other files by extension (transcripts, box files: not an error). Follows links to folders,
+    each real folder once (no cycles); `skip`: a folder not to enter (the output inside the tree)."""
     if not os.path.isdir(root):
         raise UserError(f"{root} is not a directory")
-    found, other = [], {}
+    found, other, seen = [], {}, set()
     for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen or real == skip:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         for f in files:
             if f.startswith("."):
@@ -64,43 +82,52 @@ def find_videos(root):
 
 
 def speaker_of(rel, pattern=""):
-    """The speaker of a video at path rel under the root: group 1 of `pattern`, else the first folder,
-    else (a file directly in the root) its own name."""
+    """The speaker of a video at path rel under the root (see the module docstring)."""
     if pattern:
         m = re.search(pattern, rel)
-        if not m or not m.groups():
-            raise UserError(f"--speaker_of {pattern!r} does not match {rel!r} with a group ( ): "
-                            f"e.g. --speaker_of='^([^/]+)/'")
+        if not m or not m.group(1):
+            raise UserError(f"--speaker_of {pattern!r} does not give a speaker for {rel!r} (group 1 of the "
+                            f"expression, e.g. --speaker_of='^([^/]+)/')")
         return m.group(1)
     parts = rel.split("/")
-    return parts[0] if len(parts) > 1 else os.path.splitext(parts[0])[0]
+    return parts[0] if len(parts) > 1 else re.sub(r"_\d+$", "", os.path.splitext(parts[0])[0])
 
 
 def assign_splits(speakers, val=0.05, test=0.05):
-    """{speaker: 'train' | 'val' | 'test'} by the fixed rule in the module docstring."""
+    """{speaker: 'train' | 'val' | 'test'} by the fixed rule in the module docstring; train is never empty."""
     u = {s: int(hashlib.sha1(s.encode()).hexdigest()[:15], 16) / 16 ** 15 for s in speakers}
     split = {s: "val" if v < val else "test" if v < val + test else "train" for s, v in u.items()}
-    if len(u) >= 3:
-        for name, frac in (("val", val), ("test", test)):
-            if frac > 0 and name not in split.values():
-                split[min((s for s in u if split[s] == "train"), key=u.get)] = name
+    if len(u) < 3:
+        return {s: "train" for s in u}
+    for name, frac in (("val", val), ("test", test)):
+        if frac > 0 and name not in split.values():
+            split[min((s for s in u if split[s] == "train"), key=u.get)] = name
+    if "train" not in split.values():
+        split[max(u, key=u.get)] = "train"
     return split
 
 
-def clip_name(rel):
-    """A clip directory name from a path under the root: 'id001/abc/00001.mp4' -> 'id001__abc__00001'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.splitext(rel)[0].replace("/", "__"))
+def clip_names(videos):
+    """{path: clip directory name}: 'id001/abc/00001.mp4' -> 'id001__abc__00001' (letters of any script
+    kept); paths that would share a name get a hash of the path appended."""
+    names = {rel: re.sub(r"[^\w.-]", "_", os.path.splitext(rel)[0].replace("/", "__")) for rel in videos}
+    count = {}
+    for n in names.values():
+        count[n] = count.get(n, 0) + 1
+    return {rel: n if count[n] == 1 else f"{n}_{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+            for rel, n in names.items()}
 
 
 def load_boxes(path):
-    """--boxes FILE -> {path under root: first-frame box (x, y, w, h) or a list of per-frame boxes}.
+    """--boxes FILE -> {path under the root: first-frame box (x, y, w, h), a list of per-frame boxes, or the
+    path of a per-frame box file (read by the worker: a bad one skips that video, not the run)}.
 
-    CSV: lines 'path,x,y,w,h' (a header line and '#' comments are skipped) or 'path,boxfile' (a per-frame
-    box file from any detector: one 'x,y,w,h' a line, relative to the CSV's folder).
+    CSV: rows 'path,x,y,w,h' or 'path,boxfile' (a per-frame box file from any detector, one 'x,y,w,h' a
+    line, relative to the CSV's folder); a header row and '#' lines are skipped.
     JSON: {"path": [x, y, w, h] | [[x, y, w, h], ...] | "boxfile"}."""
     check_file(path, "box table")
     here = os.path.dirname(os.path.abspath(path))
-    per_file = lambda f: face.load_boxes(f if os.path.isabs(f) else os.path.join(here, f))
+    where = lambda f: f if os.path.isabs(f) else os.path.join(here, f)
     key = lambda k: k.strip().replace("\\", "/").removeprefix("./")       # as find_videos names them
     table = {}
     if path.lower().endswith(".json"):
@@ -111,39 +138,41 @@ def load_boxes(path):
             raise UserError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, dict):
             raise UserError(f'{path}: expected an object {{"path under the root": [x, y, w, h], ...}}')
-        for k, v in ((key(k), v) for k, v in raw.items()):
-            if isinstance(v, str):
-                table[k] = per_file(v)
-            elif v and isinstance(v[0], (list, tuple)):
-                table[k] = [face.parse_box(",".join(map(str, b))) for b in v]
-            else:
-                table[k] = face.parse_box(",".join(map(str, v)))
+        for k, v in raw.items():
+            try:
+                table[key(k)] = (where(v) if isinstance(v, str) else
+                                 [face.parse_box(",".join(map(str, b))) for b in v] if v and isinstance(v[0], list)
+                                 else face.parse_box(",".join(map(str, v))))
+            except (UserError, TypeError) as e:
+                raise UserError(f"{path}, entry {k!r}: {e}") from None
         return table
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            cells = [c.strip() for c in line.split("#")[0].split(",")]
-            cells[0] = key(cells[0])
-            if not cells[0] or (n == 1 and cells[0].lower() in ("path", "file", "video")):
+    with open(path, newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            row = [c.strip() for c in row]
+            if not row or not row[0] or row[0].startswith("#"):
                 continue
-            if len(cells) == 2:
-                table[cells[0]] = per_file(cells[1])
-            elif len(cells) == 5:
+            if len(row) == 2:
+                table[key(row[0])] = where(row[1])
+            elif len(row) == 5:
                 try:
-                    table[cells[0]] = face.parse_box(",".join(cells[1:]))
+                    table[key(row[0])] = face.parse_box(",".join(row[1:]))
                 except UserError as e:
+                    if n == 1:               # a header row: path,x,y,w,h or name,left,top,...
+                        continue
                     raise UserError(f"{path} line {n}: {e}") from None
             else:
-                raise UserError(f"{path} line {n}: expected 'path,x,y,w,h' or 'path,boxfile'")
+                raise UserError(f"{path} line {n}: expected 'path,x,y,w,h' or 'path,boxfile' ({len(row)} fields)")
     return table
 
 
 def cut_points(level, n, clip, shortest):
     """Frame ranges [(start, end), ...] covering n frames in clips of about `clip` frames: each cut at the
-    quietest frame (level: dB per frame) within a quarter clip of its target, so words stay whole; the
-    last clip takes the rest (0.5 to 1.5 clips). Ranges shorter than `shortest` are dropped."""
+    quietest frame (level: dB per frame) within a quarter clip of its target, so words stay whole, and
+    never leaving less than half a clip after it; the last takes the rest (0.5 to 1.5 clips). Ranges
+    shorter than `shortest` are dropped."""
     out, s = [], 0
     while n - s > 1.5 * clip:
-        lo, hi = s + int(0.75 * clip), s + int(1.25 * clip)
+        lo, hi = s + int(0.75 * clip), min(s + int(1.25 * clip), n - int(0.5 * clip))
         c = lo + int(np.argmin(level[lo:hi]))
         out.append((s, c))
         s = c
@@ -161,7 +190,13 @@ def frame_db(audio):
 
 # ----------------------------------------------------------------------------- one video (a worker's job)
 
-_expert = {}
+class _Skip(Exception):
+    def __init__(self, reason, detail):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+_expert, _parent = {}, [None]
 
 
 def _sync_expert(path):
@@ -171,171 +206,286 @@ def _sync_expert(path):
     return _expert[path]
 
 
+def _orphaned():
+    """True when the run that started this worker is gone (killed): a new run may own the folder now."""
+    return _parent[0] is not None and os.getppid() != _parent[0]
+
+
 def prepare_video(job):
     """One video -> its record (also written to <out>/prepared/<name>.json). job: dict(root, rel, name,
-    speaker, out, resolution, crop, box, clip_seconds, min_seconds, max_offset, syncnet, min_confidence)."""
-    from flashsync.audio import fit_length, load_audio
-    from flashsync.dataset import dump_json
+    speaker, out, options (see prepare), box: None, a first-frame box, per-frame boxes or a box file)."""
+    o, marks = job["options"], os.path.join(job["out"], "prepared")
     path = os.path.join(job["root"], job["rel"])
-    rec = dict(path=job["rel"], name=job["name"], speaker=job["speaker"], resolution=job["resolution"], clips=[])
+    rec = dict(path=job["rel"], name=job["name"], speaker=job["speaker"], options=o, clips=[])
+    tries = os.path.join(marks, job["name"] + ".tries")    # left behind if this process dies on the video
+    n_tries = os.path.getsize(tries) if os.path.exists(tries) else 0
+    with open(tries, "a") as f:
+        f.write("x")
     t0 = time.time()
     try:
+        if n_tries >= 2:
+            raise _Skip("crashed", "its worker process died on it twice (a decoder crash or out of memory)")
         info = video.probe(path)
+        rec.update(width=info.width, height=info.height)
         if not info.has_audio:
             raise _Skip("no audio", "the file has no audio track")
-        if info.duration < job["min_seconds"]:
-            raise _Skip("too short", f"{info.duration:.2f} s < --min_seconds {job['min_seconds']}")
-        sound = load_audio(path).numpy()
-        sound = fit_length(torch.from_numpy(sound), info.frames * SAMPLES_PER_FRAME).numpy()
+        if info.duration < o["min_seconds"]:
+            raise _Skip("too short", f"{info.duration:.2f} s < --min_seconds {o['min_seconds']}")
+        sound = fit_length(load_audio(path), info.frames * SAMPLES_PER_FRAME).numpy()
+        if np.abs(sound).max() < SILENT:
+            raise _Skip("silent audio", "the soundtrack is silent (peak below -60 dBFS)")
         level = frame_db(sound)
-        segs = cut_points(level, info.frames, round(job["clip_seconds"] * FPS), round(job["min_seconds"] * FPS))
-        box, per_frame = job["box"], None
-        if job["crop"] == "full":
-            s = min(info.width, info.height)
-            box = ((info.width - s) / 2, (info.height - s) / 2, s, s)
-        elif isinstance(box, list):
-            per_frame, box = box, box[0]
-        if box is None:
-            raise _Skip("no face box", "--crop=box but neither --box nor the --boxes table gives this video's box")
-        face.check_box(box, info.width, info.height)
-        fixed = job["crop"] == "full"
+        segs = cut_points(level, info.frames, round(o["clip_seconds"] * FPS), round(o["min_seconds"] * FPS))
+        box, per_frame = _boxes(job["box"], o["crop"], info)
+        try:
+            face.check_box(box, info.width, info.height)
+        except UserError as e:
+            raise _Skip("box outside the frame", str(e)) from None
         names = [job["name"] if len(segs) == 1 else f"{job['name']}_s{i:03d}" for i in range(len(segs))]
         done = [os.path.exists(os.path.join(job["out"], "clips", n, "meta.json")) for n in names]  # a killed run's
-        crops, k, lost = [], 0, None
-        frames = face.track(video.read_frames(path, info=info), box, [box] if fixed else per_frame, lost=LOST)
+        crops, k = [], 0
+        frames = face.track(video.read_frames(path, info=info), box, per_frame, lost=LOST)
         try:
             for i, (frame, b) in enumerate(frames):
                 if k == len(segs):
                     break
                 if i >= segs[k][0]:
-                    crops.append(None if done[k] else face.crop(frame, b, job["resolution"]))
+                    crops.append(None if done[k] else face.crop(frame, b, o["resolution"]))
                 if i + 1 == segs[k][1]:
-                    rec["clips"].append(_finish(job, names[k], crops, sound, segs[k][0], done[k], info, path))
+                    rec["clips"].append(_finish(job, names[k], crops, sound, level, segs[k][0], done[k], info, path))
                     crops, k = [], k + 1
-        except face.LostFace as err:
-            lost = str(err)
-            crops = crops[:max(0, err.frame - segs[k][0])]           # only the frames before the loss
-        if k < len(segs) and len(crops) >= round(job["min_seconds"] * FPS):    # the last clip, cut short
-            rec["clips"].append(_finish(job, names[k], crops, sound, segs[k][0], done[k], info, path))
-        if lost:
-            rec["lost"] = lost
-        if not any(not c.get("skipped") for c in rec["clips"]):
-            if any(c.get("skipped") for c in rec["clips"]):
+        except face.LostFace as err:                    # keep the clips before it; the rest of the video is dropped
+            rec["lost"] = str(err)
+            crops = crops[:max(0, err.frame - segs[k][0])]
+        if k < len(segs) and len(crops) >= round(o["min_seconds"] * FPS):      # the last clip, cut short
+            rec["clips"].append(_finish(job, names[k], crops, sound, level, segs[k][0], done[k], info, path))
+        if all(c.get("skipped") for c in rec["clips"]):
+            if rec["clips"]:
                 raise _Skip("out of sync", "every clip: " + rec["clips"][0]["skipped"])
-            raise _Skip("box lost", lost) if lost else _Skip("too short", "no clip of --min_seconds was left")
+            raise _Skip("box lost", rec.pop("lost")) if "lost" in rec else _Skip("too short", "no clip was left")
     except _Skip as s:
-        rec.update(skipped=s.reason, detail=s.detail)
+        rec.update(skipped=s.reason, detail=s.detail, clips=[c for c in rec["clips"] if not c.get("skipped")])
+    except MemoryError:
+        raise                                           # the machine's trouble, not the file's: no record
+    except OSError as e:
+        if e.errno in MACHINE and not isinstance(e, av.error.FFmpegError):
+            raise
+        rec.update(skipped="unreadable", detail=str(e))
     except UserError as e:
         rec.update(skipped="unreadable", detail=str(e))
-    except Exception as e:          # a file that breaks the decoder in another way: report it, keep going
+    except Exception as e:                              # a file that breaks the decoder some other way
         rec.update(skipped="unreadable", detail=f"{type(e).__name__}: {e}")
     rec["seconds"] = round(time.time() - t0, 2)
-    dump_json(os.path.join(job["out"], "prepared", job["name"] + ".json"), rec)
+    if _orphaned():
+        os._exit(0)
+    dump_json(os.path.join(marks, job["name"] + ".json"), rec)
+    os.remove(tries)
     return rec
 
 
-class _Skip(Exception):
-    def __init__(self, reason, detail):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
+def _boxes(box, crop, info):
+    """The job's box source -> (first-frame box, per-frame boxes or None)."""
+    if crop == "full":                                  # the centre square is the face
+        s = min(info.width, info.height)
+        return ((info.width - s) / 2, (info.height - s) / 2, s, s), None
+    if box is None:
+        raise _Skip("no face box", "--crop=box but neither --box nor the --boxes table gives this video's box")
+    if isinstance(box, str):                            # a detector's per-frame file
+        try:
+            box = face.load_boxes(box)
+        except UserError as e:
+            raise _Skip("bad box file", str(e)) from None
+    if isinstance(box, list):
+        if abs(len(box) - info.frames) > max(2, info.frames // 50):
+            raise _Skip("bad box file", f"{len(box)} boxes for {info.frames} frames at 25 fps (a detector run "
+                                        f"at the source's frame rate? give one box per 25 fps frame)")
+        return box[0], box
+    return box, None
 
 
-def _finish(job, name, crops, sound, start, done, info, path):
+def _finish(job, name, crops, sound, level, start, done, info, path):
     """Write one clip (unless a killed run finished it) -> its record entry (with `skipped` when the sync
     expert finds it out of sync)."""
-    from flashsync.dataset import write_clip
-    n = len(crops)
+    o, n = job["options"], len(crops)
     audio = sound[start * SAMPLES_PER_FRAME:(start + n) * SAMPLES_PER_FRAME]
-    speech = int((frame_db(audio) > SPEECH_DB).sum())
-    entry = dict(name=name, frames=n, start=start, speech_frames=speech)
+    entry = dict(name=name, frames=n, start=start, speech_frames=int((level[start:start + n] > SPEECH_DB).sum()))
     if done:
         return entry
     frames = np.stack(crops)
-    if job["max_offset"]:
+    if o["max_offset"]:
         from flashsync.syncnet import lse
-        r = lse(_sync_expert(job["syncnet"]), frames, audio)
-        if abs(r["offset"]) >= job["max_offset"] and r["lse_c"] >= job["min_confidence"]:
+        r = lse(_sync_expert(o["syncnet"]), frames, audio)
+        if abs(r["offset"]) >= o["max_offset"] and r["lse_c"] >= o["min_confidence"]:
             entry.update(skipped=f"audio {r['offset']:+d} frames out of sync (LSE-C {r['lse_c']:.2f})")
             return entry
+    if _orphaned():
+        os._exit(0)
     meta = dict(source=path, speaker=job["speaker"], start_frame=start, width=info.width, height=info.height,
-                resolution=job["resolution"], crop=job["crop"])
+                resolution=o["resolution"], crop=o["crop"])
     write_clip(job["out"], name, frames, audio, meta)
     return entry
 
 
-def _worker_init():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's: it stops the pool
+def _worker_init(parent):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's: it stops the run
     torch.set_num_threads(1)
+    _parent[0] = parent
 
 
 # ----------------------------------------------------------------------------- the whole tree
 
-def prepare(root, out, resolution, crop="full", box=None, boxes="", workers=1, clip_seconds=10.0, min_seconds=1.0,
-            speaker_pattern="", val=0.05, test=0.05, max_offset=0, syncnet="", min_confidence=0.1):
-    """Prepare every video under root into the dataset at out; returns the summary dict (also in the report)."""
-    from flashsync.dataset import dump_json
-    root = os.path.abspath(root)
-    videos, other = find_videos(root)
+def prepare(root, out, options, box=None, boxes="", workers=1, speaker_pattern="", val=0.05, test=0.05):
+    """Prepare every video under root into the dataset at out -> the summary (also in the report).
+    options: dict(resolution, crop, clip_seconds, min_seconds, max_offset, syncnet, min_confidence): what
+    makes a clip; a re-run with other options is refused, so one dataset never mixes two recipes."""
+    root, out = os.path.abspath(root), os.path.abspath(out)
+    o = options
+    if o["crop"] not in ("full", "box"):
+        raise UserError(f"--crop={o['crop']}: use full (the frame is the face) or box (track --box / --boxes)")
+    if o["crop"] == "box" and box is None and not boxes:
+        raise UserError("--crop=box needs the face box: --box x,y,w,h (the same for every video) or --boxes TABLE")
+    if not 0 < o["min_seconds"] <= o["clip_seconds"]:
+        raise UserError(f"need 0 < --min_seconds ({o['min_seconds']}) <= --clip_seconds ({o['clip_seconds']})")
+    from flashsync.syncnet import MAX_OFFSET
+    if not 0 <= o["max_offset"] <= MAX_OFFSET:
+        raise UserError(f"--max_offset={o['max_offset']}: give 0 (no check) to {MAX_OFFSET} frames")
+    if o["max_offset"]:
+        check_file(o["syncnet"], "sync expert checkpoint (--syncnet)")
+    if not (0 <= val and 0 <= test and val + test < 1):
+        raise UserError(f"--val_fraction ({val}) and --test_fraction ({test}) must be >= 0 and add up to < 1")
+    try:
+        if speaker_pattern and re.compile(speaker_pattern).groups < 1:
+            raise UserError(f"--speaker_of {speaker_pattern!r} has no group ( ): e.g. --speaker_of='^([^/]+)/'")
+    except re.error as e:
+        raise UserError(f"--speaker_of {speaker_pattern!r} is not a regular expression ({e})") from None
+    table = load_boxes(boxes) if boxes else {}
+    videos, other = find_videos(root, skip=os.path.realpath(out))
     if not videos:
         raise UserError(f"{root}: no video files under it (looked for {', '.join(sorted(VIDEO_EXT))})")
-    if crop not in ("full", "box"):
-        raise UserError(f"--crop={crop}: use full (the frame is the face) or box (track --box / --boxes)")
-    if max_offset:
-        check_file(syncnet, "sync expert checkpoint (--syncnet)")
-    table = load_boxes(boxes) if boxes else {}
     speakers = {rel: speaker_of(rel, speaker_pattern) for rel in videos}
-    names = {rel: clip_name(rel) for rel in videos}
-    if len(set(names.values())) < len(names):
-        raise UserError(f"{root}: two videos map to the same clip name (paths that differ only in punctuation "
-                        f"or extension); rename one")
+    names = clip_names(videos)
     split = assign_splits(sorted(set(speakers.values())), val, test)
+    if len(split) < 3:
+        warn(f"only {len(split)} speaker(s) under {root}: all go to train (val and test need 3 or more)")
     marks = os.path.join(out, "prepared")
     os.makedirs(marks, exist_ok=True)
+    lock = _lock(marks)
+    _check_owner(out, root, o)
     _clean(out)
     records = {}
     for rel in videos:
-        p = os.path.join(marks, names[rel] + ".json")
-        if os.path.exists(p):
-            with open(p) as f:
+        try:
+            with open(os.path.join(marks, names[rel] + ".json")) as f:
                 rec = json.load(f)
-            if rec.get("resolution") != resolution:
-                raise UserError(f"{out} was prepared at {rec.get('resolution')} px, not {resolution} px; "
-                                f"use another --out_dir")
+        except (OSError, ValueError):                  # none yet (or torn): the video is (re)done
+            continue
+        if rec.get("skipped") not in RETRY:
             records[rel] = rec
-    jobs = [dict(root=root, rel=rel, name=names[rel], speaker=speakers[rel], out=out, resolution=resolution,
-                 crop=crop, box=table.get(rel, box), clip_seconds=clip_seconds, min_seconds=min_seconds,
-                 max_offset=max_offset, syncnet=syncnet, min_confidence=min_confidence)
-            for rel in videos if rel not in records]
+    unused = sorted(set(table) - set(videos))
+    jobs = [dict(root=root, rel=rel, name=names[rel], speaker=speakers[rel], out=out, options=o,
+                 box=table.get(rel, box)) for rel in videos if rel not in records]
     print(f"{len(videos)} videos of {len(split)} speakers under {root}: {len(records)} already prepared, "
           f"{len(jobs)} to go with {workers} worker{'s' * (workers > 1)}", flush=True)
-    t0, last, frames = time.time(), time.time(), 0
-    pool = multiprocessing.get_context("spawn").Pool(workers, _worker_init) if workers > 1 and jobs else None
+    t0, frames, n = time.time(), 0, 0
+    state = dict(root=root, split=split, speakers=speakers, other=other, unused=unused, resolution=o["resolution"])
+    previous = signal.signal(signal.SIGTERM, _interrupt)     # a scheduler's stop is a Ctrl-C too
+    threads = torch.get_num_threads()
     try:
-        results = pool.imap_unordered(prepare_video, jobs) if pool else map(prepare_video, jobs)
-        for i, rec in enumerate(results, 1):
+        for rec in _run(jobs, workers):
             records[rec["path"]] = rec
+            n += 1
             frames += sum(c["frames"] for c in rec["clips"])
             el = time.time() - t0
-            print(f"\r{i}/{len(jobs)} videos, {i / el:.2f} videos/s, {frames / el:.0f} frames/s, "
-                  f"ETA {(len(jobs) - i) * el / i / 60:.1f} min ", end="", flush=True)
-            if time.time() - last > 30:      # a usable index while it runs
-                _write(out, root, records, split, resolution, other)
-                last = time.time()
+            print(f"\r{n}/{len(jobs)} videos, {n / el:.2f} videos/s, {frames / el:.0f} frames/s, "
+                  f"ETA {(len(jobs) - n) * el / n / 60:.1f} min ", end="", flush=True)
+            if time.time() - state.get("written", t0) > 30:      # a usable index while it runs
+                _write(out, records, state)
     except KeyboardInterrupt:
-        if pool:
-            pool.terminate()
-        _write(out, root, records, split, resolution, other)
-        raise UserError(f"interrupted after {len(records)} of {len(videos)} videos; the same command resumes") from None
+        _write(out, records, state)
+        print(f"\ninterrupted after {n} of {len(jobs)} videos; the same command resumes", flush=True)
+        raise
+    except concurrent.futures.process.BrokenProcessPool:
+        _write(out, records, state)
+        raise UserError("a worker process died (out of memory, or a decoder crash); run the same command "
+                        "again: a video that kills its worker twice is skipped as 'crashed'") from None
+    except (OSError, MemoryError) as e:
+        _write(out, records, state)
+        raise UserError(f"stopped: {e}; fix it (disk space? memory?) and run the same command again") from None
     finally:
-        if pool:
-            pool.close()
-            pool.join()
+        signal.signal(signal.SIGTERM, previous)
+        torch.set_num_threads(threads)
+        lock.close()
     el = time.time() - t0
-    summary = _write(out, root, records, split, resolution, other)
-    summary.update(seconds=round(el, 1), videos_per_second=round(len(jobs) / el, 3) if jobs else None,
-                   frames_per_second=round(frames / el, 1) if jobs else None, workers=workers)
-    dump_json(_report_path(out, root), dict(summary, skipped=_skipped(records)))
-    return summary
+    rate = dict(seconds=round(el, 1), workers=workers, videos_per_second=round(n / el, 3) if n else None,
+                frames_per_second=round(frames / el, 1) if n else None)
+    return _write(out, records, state, rate)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run(jobs, workers):
+    """Yield each job's record as it finishes: in this process (one worker), or in `workers` processes
+    (spawned: a clean interpreter each, one thread each), a bounded number of jobs in flight."""
+    torch.set_num_threads(1)                # the same arithmetic (the tracker's) however many workers
+    if workers == 1 or len(jobs) < 2:
+        yield from map(prepare_video, jobs)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
+                                                initargs=(os.getpid(),)) as pool:
+        todo, running = iter(jobs), set()
+        try:
+            while True:
+                for job in todo:
+                    running.add(pool.submit(prepare_video, job))
+                    if len(running) >= 4 * workers:
+                        break
+                if not running:
+                    return
+                finished, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+                for f in finished:
+                    yield f.result()
+        except BaseException:
+            for f in running:
+                f.cancel()                  # videos in progress finish (their clips are atomic); no new ones
+            raise
+
+
+def _lock(marks):
+    """Hold a lock on the output for this run: two runs into one folder would redo each other's videos."""
+    f = open(os.path.join(marks, ".lock"), "w")
+    try:
+        import fcntl
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:                     # not on this OS: no lock
+        pass
+    except OSError:
+        f.close()
+        raise UserError(f"another data.py is preparing into {os.path.dirname(marks)}; wait for it or stop it") from None
+    return f
+
+
+def _check_owner(out, root, o):
+    """Refuse an output folder that holds another dataset, another tree or another recipe."""
+    path = os.path.join(out, "prepared", ".source.json")
+    mine = dict(root=root, options=o)
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs["root"] != root:
+            raise UserError(f"{out} holds clips prepared from {theirs['root']}; give another --out_dir "
+                            f"(or one ROOT above both trees)")
+        diff = {k: (v, o.get(k)) for k, v in theirs["options"].items() if o.get(k) != v}
+        if diff:
+            raise UserError(f"{out} was prepared with other settings ("
+                            + ", ".join(f"--{k}={a} there, {b} now" for k, (a, b) in diff.items())
+                            + "); give another --out_dir, or the same settings to resume")
+    elif os.path.exists(os.path.join(out, "index.json")):
+        raise UserError(f"{out} already holds a dataset made another way; give another --out_dir")
+    else:
+        dump_json(path, mine)
 
 
 def _clean(out):
@@ -349,51 +499,56 @@ def _clean(out):
 
 
 def _report_path(out, root):
-    return os.path.join(out, os.path.basename(os.path.normpath(root)) + "_report.json")
+    return os.path.join(out, os.path.basename(root) + "_report.json")
 
 
-def _skipped(records):
-    """Every video or clip not kept, with its reason, sorted by path."""
-    out = []
-    for rel, r in sorted(records.items()):
-        if r.get("skipped"):
-            out.append(dict(path=rel, reason=r["skipped"], detail=r.get("detail", "")))
-        for c in r["clips"]:
-            if c.get("skipped"):
-                out.append(dict(path=rel, clip=c["name"], reason="out of sync", detail=c["skipped"]))
-        if r.get("lost") and r["clips"]:
-            out.append(dict(path=rel, reason="box lost", detail=r["lost"] + "; the clips before it are kept"))
-    return out
-
-
-def _write(out, root, records, split, resolution, other):
-    """The index (from the records) and the report; -> the summary."""
-    from flashsync.dataset import dump_json, write_index
-    clips = [dict(name=c["name"], split=split[r["speaker"]], frames=c["frames"], speaker=r["speaker"],
-                  source=r["path"]) for r in records.values() for c in r["clips"] if not c.get("skipped")]
+def _write(out, records, state, extra=None):
+    """The index and the report, from the records -> the summary."""
+    split, speakers = state["split"], state["speakers"]
+    clips = [dict(name=c["name"], split=split[speakers[rel]], frames=c["frames"], speaker=speakers[rel], source=rel)
+             for rel, r in records.items() for c in r["clips"] if not c.get("skipped")]
     if clips:
-        write_index(out, clips, resolution, merge=False)
-    skipped = _skipped(records)
+        write_index(out, clips, state["resolution"], merge=False)
+    skipped = []
+    for rel, r in sorted(records.items()):
+        kept = f"; the {len(r['clips'])} clip(s) before it are kept" if r["clips"] else ""
+        if r.get("skipped"):
+            skipped.append(dict(path=rel, reason=r["skipped"], detail=r.get("detail", "") + kept))
+        elif r.get("lost"):
+            skipped.append(dict(path=rel, reason="box lost", detail=r["lost"] + kept))
+        skipped += [dict(path=rel, clip=c["name"], reason="out of sync", detail=c["skipped"])
+                    for c in r["clips"] if c.get("skipped") and not r.get("skipped")]
     reasons = {}
     for s in skipped:
         reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
-    kept = [c for r in records.values() for c in r["clips"] if not c.get("skipped")]
-    speech = sum(c["speech_frames"] for c in kept)
-    spk = {s: len({c["speaker"] for c in clips if c["split"] == s}) for s in ("train", "val", "test")}
-    summary = dict(root=root, videos=len(records), clips=len(clips), hours=round(sum(c["frames"] for c in kept) / FPS / 3600, 4),
-                   speech_hours=round(speech / FPS / 3600, 4), speakers=spk,
+    by_name = {c["name"]: c for r in records.values() for c in r["clips"]}
+    not_square = sum(1 for r in records.values() if r["options"]["crop"] == "full" and r.get("width")
+                     and r["width"] != r["height"])
+    summary = dict(root=state["root"], videos=len(records), clips=len(clips),
+                   hours=round(sum(c["frames"] for c in clips) / FPS / 3600, 4),
+                   speech_hours=round(sum(by_name[c["name"]]["speech_frames"] for c in clips) / FPS / 3600, 4),
+                   speakers={s: len({c["speaker"] for c in clips if c["split"] == s}) for s in ("train", "val", "test")},
                    clips_per_split={s: sum(c["split"] == s for c in clips) for s in ("train", "val", "test")},
-                   skipped_by_reason=reasons, other_files=other)
-    dump_json(_report_path(out, root), dict(summary, skipped=skipped))
+                   skipped_by_reason=reasons, other_files=state["other"], not_square_full_crops=not_square,
+                   box_table_entries_without_video=state["unused"], **(extra or {}))
+    summary["report"] = _report_path(out, state["root"])
+    dump_json(summary["report"], dict(summary, skipped=skipped))
+    state["written"] = time.time()
     return summary
 
 
-def print_summary(s, out, root):
+def print_summary(s):
     print(f"\n{s['clips']} clips from {s['videos']} videos: {s['hours']:.3f} h kept, {s['speech_hours']:.3f} h of it "
           f"speech; speakers train/val/test {s['speakers']['train']}/{s['speakers']['val']}/{s['speakers']['test']}")
     for reason, n in sorted(s["skipped_by_reason"].items()):
         print(f"  skipped, {reason}: {n}")
+    if s["not_square_full_crops"]:
+        warn(f"{s['not_square_full_crops']} videos are not square: --crop=full took their centre square; for "
+             f"footage that is not already a face crop give the boxes (--crop=box --boxes TABLE)")
+    if s["box_table_entries_without_video"]:
+        warn(f"{len(s['box_table_entries_without_video'])} entries of the box table match no video under ROOT "
+             f"(e.g. {s['box_table_entries_without_video'][0]!r}; paths are relative to ROOT)")
     if s.get("frames_per_second"):
         print(f"  {s['videos_per_second']:.2f} videos/s, {s['frames_per_second']:.0f} frames/s with {s['workers']} "
               f"worker{'s' * (s['workers'] > 1)} in {s['seconds']:.0f} s")
-    print(f"index: {out}/index.json, report (every skipped file and why): {_report_path(out, root)}")
+    print(f"index: {os.path.dirname(s['report'])}/index.json; every skipped file and why: {s['report']}")
