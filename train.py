@@ -128,7 +128,7 @@ def demo():
     """`python train.py` alone: SynthTalk data if missing, the four FlashLips stages with their
     config/<stage>_synth.py (finished stages are kept, interrupted ones resumed), then
     out/demo.mp4 (a held-out face dubbed with another clip's speech, beside its source) and
-    its sync numbers. About 26 minutes on the 2 slow AVX2 cores measured in the README (faster CPUs
+    its sync numbers. About 32 minutes on the 2 slow AVX2 cores measured in the README (faster CPUs
     and bf16 ones take less)."""
     t0 = time.time()
     if not os.path.exists("data/synth/index.json"):
