@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ROOT, TINY, run_script
 from flashsync import synth
-from flashsync.prepare import assign_splits, clip_names, cut_points, speaker_of
+from flashsync.prepare import cut_points
+from flashsync.tree import assign_splits, clip_names, load_boxes, speaker_of
 from flashsync.video import VideoWriter
 
 SPEAKERS = 4        # 2 clips each; val and test get one speaker each by the empty-split rule
@@ -220,7 +221,6 @@ def test_clips_out_of_sync_are_skipped_with_the_offset(tmp_path, monkeypatch):
 
 
 def test_box_tables_csv_and_json(tmp_path):
-    from flashsync.prepare import load_boxes
     from flashsync.util import UserError
     (tmp_path / "det").mkdir()
     (tmp_path / "det" / "b.txt").write_text("10 20 30 30\n11,21,30,30\n")
