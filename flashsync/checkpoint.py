@@ -106,8 +106,9 @@ def _pose_parts(init):
 def _video_config(cfg, pose, ae):
     """The train.py settings KeySync's and KeyFace's configs share (latents: the autoencoder's)."""
     from flashsync.diffusion import EDMConfig
-    return dict(resolution=cfg["resolution"], latent=ae.cfg.latent, interp=cfg["interp"], frames=cfg["keyframes"], stride=cfg["stride"],
-                channels=tuple(cfg["ks_channels"]), audio_dim=pose.flow.cfg.dim, mouth_weight=cfg.get("mouth_weight", 2.0),
+    return dict(resolution=cfg["resolution"], latent=ae.cfg.latent, interp=cfg["interp"], frames=cfg["keyframes"],
+                stride=cfg["stride"], channels=tuple(cfg["ks_channels"]), audio_dim=pose.flow.cfg.dim,
+                mouth_weight=cfg.get("mouth_weight", 2.0),
                 edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"]))
 
 

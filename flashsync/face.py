@@ -298,7 +298,7 @@ def _subpixel(v, i, p):
 
 
 class LostFace(UserError):
-    """The tracker's match stayed poor for half a second: the face left the box (turned, left the frame, a cut)."""
+    """The tracker's match averaged poor over half a second: the face left the box (turned, left the frame, a cut)."""
 
     def __init__(self, frame):
         super().__init__(f"the face box was lost by the tracker at frame {frame} ({frame / FPS:.1f} s)")
