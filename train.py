@@ -384,13 +384,12 @@ def main():
         net.load_state_dict(ema_net)
         net.eval()
         g = torch.Generator().manual_seed(1234)
-        losses, first = [], None
+        # batches are made outside autocast, as in training: on a CPU, bf16 autocast refuses to
+        # torch.stack the float16 latent cache
+        batches = [to_dev(val_data.batch(batch_size, g)) for _ in range(eval_batches)]
         with torch.no_grad(), autocast:
-            for _ in range(eval_batches):
-                b = to_dev(val_data.batch(batch_size, g))
-                first = first if first is not None else b
-                losses.append(float(net.loss(b)[0]))
-            image = grid(net, first) if model in ("ae", "editor", "refine") else None
+            losses = [float(net.loss(b)[0]) for b in batches]
+            image = grid(net, batches[0]) if model in ("ae", "editor", "refine") else None
         net.load_state_dict(live)
         net.train()
         return sum(losses) / len(losses), image

@@ -167,3 +167,12 @@ def test_ddp_two_processes_train_on_one_latent_cache(tiny_data, tiny_ckpts, tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_checkpoint(str(tmp_path / "ed" / "ckpt.pt"), "editor")["step"] == 2
     assert len(list(data.glob("latents_*_train.pt"))) == 1 and len(list(data.glob("latents_*_val.pt"))) == 1
+
+
+def test_editor_evaluates_its_cached_latents_under_bf16_autocast(tiny_data, tiny_ckpts, tmp_path):
+    """On CPUs with native bf16 train.py autocasts to bf16; the val batches of the float16 latent cache
+    must be stacked outside autocast (inside, torch.stack of float16 raised and the demo stopped)."""
+    r = run_script("train.py", "--model=editor", f"--data_dir={tiny_data}", f"--init_from={tiny_ckpts['ae'][0]}",
+                   f"--out_dir={tmp_path / 'ed'}", "--max_steps=2", "--eval_every=2", "--dtype=bfloat16", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(str(tmp_path / "ed" / "ckpt.pt"), "editor")["step"] == 2
