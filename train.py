@@ -10,6 +10,7 @@
                                                    # models) and out/keysync_demo.mp4
     python train.py keyface                        # after the demo: KeyFace (event encoder, keyframe, interpolation
                                                    # models) and out/keyface_demo.mp4
+    python train.py cpu256                         # FlashLips at 256 px for real time on a CPU (config/*_cpu256.py)
     torchrun --standalone --nproc_per_node=8 train.py config/<name>.py     # several GPUs (DDP)
 
 nanoGPT order: config -> device / DDP -> data -> model -> optimiser -> compile ->
@@ -45,6 +46,7 @@ factor = 4                        # 4 at 64-128 px, 8 from 256 px
 ae_stem = 2                       # pixel-unshuffle the image by this first: no conv at full resolution (1: off)
 ae_channels = (32, 64)            # per level, from the stem's resolution (log2(factor / ae_stem) + 1 levels)
 ae_latent = 4                     # latent channels
+ae_crop = 0                       # train on random crops of this size, half holding the mouth (0: whole frames)
 # editor
 refs = 4                          # K reference frames of the same video
 group = 1                         # targets per clip in a batch, sharing its K references (editor, refine; 4 is 1.5x faster but lost r 0.90 -> 0.84 on SynthTalk)
@@ -140,12 +142,13 @@ def demo():
     print(f"== demo done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def train_stages(stages):
-    """Train config/<stage>_synth.py for each stage in order: finished stages are kept, interrupted ones
+def train_stages(stages, recipe="synth"):
+    """Train config/<stage>_<recipe>.py for each stage in order: finished stages are kept, interrupted ones
     resumed, and once one is (re)trained every later one is too (it builds on it)."""
     retrain = False
     for stage in stages:
-        cfg_path = os.path.join(ROOT, "config", f"{stage}_synth.py")
+        name = f"{stage}_{recipe}.py"
+        cfg_path = os.path.join(ROOT, "config", name)
         cfg = {}
         exec(open(cfg_path).read(), {}, cfg)
         ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
@@ -153,7 +156,7 @@ def train_stages(stages):
         if done >= cfg["max_steps"]:
             print(f"== {stage}: {ckpt_path} is trained ({done} steps), kept", flush=True)
             continue
-        print(f"== {stage}: python train.py config/{stage}_synth.py{' --resume' if done >= 0 else ''}", flush=True)
+        print(f"== {stage}: python train.py config/{name}{' --resume' if done >= 0 else ''}", flush=True)
         run("train.py", cfg_path, *(["--resume"] if done >= 0 else []))
         retrain = True
 
@@ -198,6 +201,23 @@ def demo_video():
           "(the full table, streaming rows too: python -m flashsync.eval)", flush=True)
     run("-m flashsync.eval", "--ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt", "--lookahead=-1",
         "--out=out/demo_eval.json")
+
+
+def cpu256():
+    """`python train.py cpu256`: FlashLips at 256 px for real time on a CPU (issue 13): SynthTalk at 256 px
+    if missing, the four stages with config/<stage>_cpu256.py, then their numbers on the test identities."""
+    t0 = time.time()
+    if not os.path.exists("data/synth256/index.json"):
+        print("== SynthTalk at 256 px (data/synth256)", flush=True)
+        run("data.py", "synth", os.path.join(ROOT, "config", "synth_cpu256.py"))
+    train_stages(DEMO_STAGES, "cpu256")
+    print(f"== training done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    ckpts = ",".join(f"out/{s}_cpu256/ckpt.pt" for s in ("ae", "refine", "pose"))
+    print(f"== python -m flashsync.eval --data_dir=data/synth256 --ckpt={ckpts} --lookahead=-1 --speech=none", flush=True)
+    run("-m flashsync.eval", "--data_dir=data/synth256", f"--ckpt={ckpts}", "--lookahead=-1", "--speech=none",
+        "--out=out/eval_cpu256.json")
+    print(f"== done in {(time.time() - t0) / 60:.1f} min; live: python stream.py --editor=out/refine_cpu256/ckpt.pt "
+          f"--pose=out/pose_cpu256/ckpt.pt --fast ...", flush=True)
 
 
 def stages_on_demo(name, stages, then):
@@ -276,6 +296,8 @@ def main():
         return keysync_demo()
     if sys.argv[1:] == ["keyface"]:
         return keyface_demo()
+    if sys.argv[1:] == ["cpu256"]:
+        return cpu256()
     args = configure(globals())
     if args:
         raise UserError(f"unexpected arguments {' '.join(args)} (config files end in .py; options are --key=value)")

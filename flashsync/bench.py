@@ -1,8 +1,10 @@
 """FlashLips, KeySync and KeyFace speed on this machine: python -m flashsync.bench [--res=64,128,256] [--batches=1,16]
 [--device=cuda]
 
-Random weights (speed does not depend on training) in the architecture of the shipped configs:
-config/*_synth.py up to 128 px (f = 4), config/*_gpu.py from 256 px (f = 8, wider). Per row: ms per frame of each stage in
+Random weights (speed does not depend on training) in the architecture of the shipped configs (`archs`):
+`shipped` is config/*_synth.py up to 128 px (f = 4) and config/*_gpu.py above (f = 8, wider); `cpu` is
+config/*_cpu256.py (f = 8 behind a pixel-unshuffle stem of 4, narrow: real time at 256 px on a CPU),
+timed from 192 px. Per row: ms per frame of each stage in
 eager mode (encode, pose amortised over 10 s of audio with audio guidance, edit, decode of the edited
 and the unedited latent, both of which paste-back needs), then the whole per-frame step (uint8 crop
 -> the two uint8 crops) end to end, eager and fast (LipSync's compiled
@@ -32,6 +34,7 @@ from flashsync.util import UserError, run_main
 res = "64,128,256"        # crop sizes to time
 batches = "1,16"          # frames per call: 1 is live streaming, 16 batched offline
 modes = "eager,fast"      # fast: LipSync's compiled static-shape step
+archs = "shipped,cpu"     # shipped: config/*_synth.py to 128 px, *_gpu.py above; cpu: config/*_cpu256.py (from 192 px)
 repeats = 30              # timed runs per number (the median is reported)
 device = "auto"           # auto | cpu | cuda
 threads = 0               # CPU threads (0: torch's default)
@@ -63,16 +66,31 @@ def timed(fn, dev, repeats):
     return statistics.median(times), first
 
 
+# (autoencoder settings, editor widths) of each architecture's configs
+ARCH = dict(synth=(dict(factor=4, channels=(32, 64), stem=2), (64, 128)),        # config/{ae,editor}_synth.py
+            gpu=(dict(factor=8, channels=(64, 128, 256, 256)), (128, 256)),      # config/{ae,editor}_gpu.py
+            cpu=(dict(factor=8, channels=(32, 64), stem=4), (64, 128)))          # config/{ae,editor}_cpu256.py
+
+
+def arch_of(name, r):
+    """The architecture a row of `archs` times at r px, or None where it has no row."""
+    if name == "shipped":
+        return "synth" if r <= 128 else "gpu"
+    if name == "cpu":
+        return "cpu" if r >= 192 else None
+    raise UserError(f"--archs: unknown architecture {name!r}; use shipped or cpu")
+
+
 def small_ae(r):
     """config/ae_synth.py's autoencoder: f = 4, pixel-unshuffle stem 2, channels (32, 64)."""
-    return Autoencoder(AEConfig(resolution=r, factor=4, channels=(32, 64), stem=2))
+    return Autoencoder(AEConfig(resolution=r, **ARCH["synth"][0]))
 
 
-def build(r, dev, fast, batch):
+def build(r, dev, fast, batch, arch="synth"):
     torch.manual_seed(0)
-    small = r <= 128
-    ae = small_ae(r) if small else Autoencoder(AEConfig(resolution=r, factor=8, channels=(64, 128, 256, 256)))
-    editor = Editor(EditorConfig(resolution=r, channels=(64, 128) if small else (128, 256)), ae)
+    ae_cfg, widths = ARCH[arch]
+    ae = Autoencoder(AEConfig(resolution=r, **ae_cfg))
+    editor = Editor(EditorConfig(resolution=r, channels=widths), ae)
     pose = PoseModel(PoseConfig(audio_drop=0.3), editor.lips)         # as trained: sampled with audio guidance
     lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
     lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))
@@ -80,11 +98,11 @@ def build(r, dev, fast, batch):
 
 
 @torch.no_grad()
-def bench_row(r, batch, dev, mode, repeats):
-    lips = build(r, dev, mode == "fast", batch)
+def bench_row(r, batch, dev, mode, repeats, arch="synth"):
+    lips = build(r, dev, mode == "fast", batch, arch)
     crops = torch.randint(0, 256, (batch, r, r, 3), dtype=torch.uint8, device=dev)
     poses = torch.randn(batch, 12, device=dev)
-    row = dict(res=r, batch=batch, mode=mode)
+    row = dict(res=r, arch=arch, batch=batch, mode=mode)
     e2e, first = timed(lambda: lips.edit(crops, poses, recon=True), dev, repeats)   # what sample.py pastes
     row.update(e2e_ms=1000 * e2e / batch, fps=batch / e2e, first_s=first)
     if mode == "eager":                               # the stages, one by one
@@ -145,15 +163,16 @@ def main():
         torch.set_num_threads(threads)
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"flashsync.bench on {name}, torch {torch.__version__}, median of {repeats} runs, ms per frame\n")
-    cols = ["res", "batch", "mode", "encode_ms", "pose_ms", "edit_ms", "decode_ms", "e2e_ms", "fps", "first_s"]
+    cols = ["res", "arch", "batch", "mode", "encode_ms", "pose_ms", "edit_ms", "decode_ms", "e2e_ms", "fps", "first_s"]
     print("| " + " | ".join(cols) + " |")
     print("|---" * len(cols) + "|")
     for r in (int(v) for v in res.split(",")):
-        for b in (int(v) for v in batches.split(",")):
-            for mode in modes.split(","):
-                row = bench_row(r, b, dev, mode, repeats)
-                cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
-                print("| " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |", flush=True)
+        for arch in filter(None, (arch_of(a, r) for a in archs.split(","))):
+            for b in (int(v) for v in batches.split(",")):
+                for mode in modes.split(","):
+                    row = bench_row(r, b, dev, mode, repeats, arch)
+                    cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
+                    print("| " + " | ".join(cell(row[c]) if c in row else "" for c in cols) + " |", flush=True)
     sizes = [int(v) for v in keysync_res.split(",") if v]
     if sizes:
         print(f"\nKeySync ({ks_steps} Euler steps, audio guidance 4) vs FlashLips offline (batch 16, eager), ms per "

@@ -36,7 +36,7 @@ def build(kind, cfg, init):
     if kind == "ae":
         return Autoencoder(AEConfig(resolution=cfg["resolution"], factor=cfg["factor"], channels=tuple(cfg["ae_channels"]),
                                     stem=cfg.get("ae_stem", 1), latent=cfg.get("ae_latent", 4),
-                                    mouth_weight=cfg.get("mouth_weight", 0.0)))
+                                    mouth_weight=cfg.get("mouth_weight", 0.0), crop=cfg.get("ae_crop", 0)))
     if kind == "editor":
         if init is None:
             raise UserError("the editor needs a trained autoencoder: --init_from=out/ae/ckpt.pt")

@@ -30,3 +30,32 @@ def test_bench_prints_a_table():
     assert ks[1] > 0 and ks[4] > 1                 # even at 2 Euler steps the diffusion model is the slower one
     kf = [float(v) for v in rows[3].strip(" |").split("|")]                          # res, ms, fps
     assert kf[1] > 0 and abs(kf[1] * kf[2] - 1000) < 1
+
+
+def test_cpu256_architecture_shapes_and_fast_path():
+    """config/*_cpu256.py's architecture (issue 13): f = 8 latents behind a stem of 4 at 192 and 256 px, the
+    lower-resolution levels no wider than the configs say, and its compiled step equal to eager within
+    1 grey level at 192 px."""
+    from flashsync.bench import ARCH, build
+    g = torch.Generator().manual_seed(0)
+    for r in (192, 256):
+        lips = build(r, "cpu", False, 1, "cpu")
+        assert lips.ae.cfg.factor == 8 and lips.ae.cfg.stem == 4
+        crops = torch.randint(0, 256, (2, r, r, 3), dtype=torch.uint8, generator=g)
+        lips.set_reference(torch.cat([crops, crops]))
+        with torch.no_grad():
+            z = lips.ae.encode(crops.movedim(-1, 1).float() / 127.5 - 1)
+        assert z.shape == (2, 4, r // 8, r // 8)
+        # no convolution sees the full-resolution image: the first one takes the 4x4 space-to-depth
+        first = next(m for m in lips.ae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        assert first.in_channels == 48 and first.out_channels == ARCH["cpu"][0]["channels"][0]
+        out, rec = lips.edit(crops, torch.randn(2, 12, generator=g), recon=True)
+        assert out.shape == rec.shape == (2, r, r, 3) and out.dtype == torch.uint8
+    eager, fast = build(192, "cpu", False, 1, "cpu"), build(192, "cpu", True, 1, "cpu")
+    crops = torch.randint(0, 256, (3, 192, 192, 3), dtype=torch.uint8, generator=g)
+    poses = torch.randn(3, 12, generator=g)
+    for lips in (eager, fast):
+        lips.set_reference(torch.cat([crops, crops[:1]]))
+    a, b = eager.edit(crops, poses), fast.edit(crops, poses)
+    d = (a.int() - b.int()).abs()
+    assert d.max() <= 1 and d.float().mean() < 0.01

@@ -28,6 +28,30 @@ def test_autoencoder_shapes():
         assert first.in_channels == 3 * stem * stem and widest >= first.in_channels
 
 
+
+def test_autoencoder_trains_on_crops_on_the_latent_grid_and_evaluates_whole_frames():
+    """ae_crop: training sees random crop x crop windows aligned to the latent grid, half of them holding the
+    whole mouth box (with its mask), each the exact pixels of its frame; eval sees the whole frame."""
+    from flashsync import face
+    torch.manual_seed(0)
+    ae = Autoencoder(AEConfig(resolution=256, factor=8, channels=(8, 8), stem=4, crop=128, mouth_weight=2.0))
+    x = torch.rand(200, 3, 256, 256)
+    win, box = ae.crops(x)
+    assert win.shape == (200, 3, 128, 128) and box.shape == (200, 1, 128, 128)
+    x0, y0, x1, y1 = face.region(face.MOUTH, 256)
+    whole = (box.flatten(1).sum(1) == (x1 - x0) * (y1 - y0)).float().mean()
+    assert 0.3 < whole < 0.7
+    for i in range(20):                            # each window is its own frame's pixels at a grid offset
+        hits = [(t, l) for t in range(0, 129, 8) for l in range(0, 129, 8)
+                if torch.equal(x[i, :, t:t + 128, l:l + 128], win[i])]
+        assert len(hits) == 1
+    frames = {"target": torch.randint(0, 256, (2, 256, 256, 3), dtype=torch.uint8)}
+    _, stats = ae.loss(frames)
+    assert stats["y"].shape == (2, 3, 128, 128)
+    ae.eval()
+    _, stats = ae.loss(frames)
+    assert stats["y"].shape == (2, 3, 256, 256)
+
 def test_editor_cached_latents_give_the_same_loss(tiny_data):
     """train.py gives the editor every frame's latent once (target_features, refs_features) instead of
     encoding 80 frames a step: the loss must be the one the pixels give."""

@@ -1,0 +1,15 @@
+# Audio -> lips poses for config/editor_cpu256.py's editor (its lips encoder; issue 13), as
+# config/pose_synth.py.
+# python train.py config/pose_cpu256.py
+model = "pose"
+data_dir = "data/synth256"
+out_dir = "out/pose_cpu256"
+init_from = "out/editor_cpu256/ckpt.pt"
+seq_len = 50
+batch_size = 16
+max_steps = 800
+lr = 1e-3
+warmup = 50
+eval_every = 400
+ema = 0.995
+dtype = "float32"                 # its small matmuls are no faster in bf16 on a CPU
