@@ -228,13 +228,19 @@ def main():
     last = None
     t_start = time.perf_counter()
     recent = collections.deque(maxlen=25)
+    spent = collections.defaultdict(list)            # seconds per frame in each stage, for the summary
 
     def emit(t, frame, box, arrived, edit):
         nonlocal writer, last, done, dropped, heard, heard_from
+        clock = [time.perf_counter()]
+        tick = lambda stage: (clock.append(time.perf_counter()), spent[stage].append(clock[-1] - clock[-2]))
         if edit:
             p = lips.pose_windows(heard, [t], steps, seed, lookahead, CONTEXT, heard_from)
+            tick("pose")
             edited, recon = lips.edit(face.crop(frame, box, lips.resolution)[None], p, recon=True)
+            tick("edit")
             last = face.paste(frame, edited[0].numpy(), box, recon[0].numpy())
+            tick("paste")
         else:
             dropped += 1
             last = last if last is not None else frame
@@ -250,6 +256,7 @@ def main():
         stats = dict(fps=fps, latency_ms=1000 * (now - arrived), frames=done, dropped=dropped)
         if web:
             web.show(last, stats)
+        tick("output")
         if done % FPS == 0:
             print(f"\r{done} frames, {fps:.1f} FPS, latency {stats['latency_ms']:.0f} ms, {dropped} dropped   ",
                   end="", file=sys.stderr, flush=True)
@@ -296,6 +303,9 @@ def main():
     elapsed = time.perf_counter() - t_start
     print(f"\n{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-6):.1f} FPS), {dropped} dropped"
           + (f"; recorded {record}" if record else ""))
+    if spent:
+        print("median ms per frame: " + ", ".join(f"{k} {1000 * np.median(v):.1f}" for k, v in spent.items())
+              + f" (at {lips.resolution} px; a frame has {1000 / FPS:.0f} ms)")
 
 
 if __name__ == "__main__":
