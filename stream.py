@@ -187,6 +187,13 @@ def devices():
         print(f"list {fmt_v} devices with: ffmpeg -f {fmt_v} -list_devices true -i \"\"")
 
 
+def warm_up(lips, shape):
+    """One pose window and one edit of a blank (R, R, 3) crop before the clock starts: the fast path
+    compiles on its first call (~30 s on a CPU), which would otherwise drop the first seconds."""
+    lips.pose_windows(torch.zeros(0, 80), [0], steps, seed, lookahead, CONTEXT)
+    lips.edit(np.zeros(shape, np.uint8)[None], torch.zeros(1, 12), recon=True)
+
+
 def main():
     configure(globals())
     if list_devices:
@@ -217,6 +224,9 @@ def main():
         refs = reference_crops(((f, where(k, f)) for k, f in zip(range(info.frames), vid.read_frames(video, 0, info))),
                                lips.resolution)
         lips.set_reference(refs)
+    else:                                            # a camera: references from its first frame, in the loop
+        lips.set_reference(np.zeros((4, lips.resolution, lips.resolution, 3), np.uint8))
+    warm_up(lips, (lips.resolution, lips.resolution, 3))
     web = Web(host, port) if port else None
     if web:
         print(f"live page: http://{host}:{port}/", file=sys.stderr, flush=True)

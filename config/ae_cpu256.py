@@ -1,4 +1,4 @@
-# Autoencoder for real time at 256x256 on a CPU (issue 13): f = 8 -> 32x32x4 latents. The image is
+# Autoencoder for real time at 256x256 on a CPU (issue 13): f = 8 -> 32x32x8 latents. The image is
 # pixel-unshuffled by 4 (64x64x48) so no convolution runs above 64x64, and the levels are narrow
 # (32, 64): encode + two decodes ~30 ms on 2 cores, where config/ae_gpu.py's takes ~800. Trained on
 # 128x128 crops (half of them on the mouth), ~4x cheaper a step than whole frames.
@@ -9,9 +9,10 @@ out_dir = "out/ae_cpu256"
 factor = 8
 ae_stem = 4
 ae_channels = (32, 64)
+ae_latent = 8                     # 32x32x8: with 4 channels the reconstructions held 30.4 dB (eyes and teeth blurred)
 ae_crop = 128
 batch_size = 16
-max_steps = 3000                  # 234 ms a step of 16 crops on 2 cores: ~12 min
+max_steps = 4000                  # ~230 ms a step of 16 crops on 2 cores: ~15 min
 lr = 2e-3
 eval_every = 1000
 ema = 0.995

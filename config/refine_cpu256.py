@@ -4,7 +4,6 @@ model = "refine"
 data_dir = "data/synth256"
 out_dir = "out/refine_cpu256"
 init_from = "out/editor_cpu256/ckpt.pt"
-batch_size = 16
 max_steps = 300
 lr = 3e-4
 warmup = 20

@@ -69,7 +69,7 @@ def timed(fn, dev, repeats):
 # (autoencoder settings, editor widths) of each architecture's configs
 ARCH = dict(synth=(dict(factor=4, channels=(32, 64), stem=2), (64, 128)),        # config/{ae,editor}_synth.py
             gpu=(dict(factor=8, channels=(64, 128, 256, 256)), (128, 256)),      # config/{ae,editor}_gpu.py
-            cpu=(dict(factor=8, channels=(32, 64), stem=4), (64, 128)))          # config/{ae,editor}_cpu256.py
+            cpu=(dict(factor=8, channels=(32, 64), stem=4, latent=8), (64, 128)))          # config/{ae,editor}_cpu256.py
 
 
 def arch_of(name, r):
@@ -90,7 +90,7 @@ def build(r, dev, fast, batch, arch="synth"):
     torch.manual_seed(0)
     ae_cfg, widths = ARCH[arch]
     ae = Autoencoder(AEConfig(resolution=r, **ae_cfg))
-    editor = Editor(EditorConfig(resolution=r, channels=widths), ae)
+    editor = Editor(EditorConfig(resolution=r, channels=widths, latent=ae.cfg.latent), ae)
     pose = PoseModel(PoseConfig(audio_drop=0.3), editor.lips)         # as trained: sampled with audio guidance
     lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
     lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))

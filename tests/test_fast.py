@@ -45,7 +45,7 @@ def test_cpu256_architecture_shapes_and_fast_path():
         lips.set_reference(torch.cat([crops, crops]))
         with torch.no_grad():
             z = lips.ae.encode(crops.movedim(-1, 1).float() / 127.5 - 1)
-        assert z.shape == (2, 4, r // 8, r // 8)
+        assert z.shape == (2, ARCH["cpu"][0]["latent"], r // 8, r // 8)
         # no convolution sees the full-resolution image: the first one takes the 4x4 space-to-depth
         first = next(m for m in lips.ae.encoder.modules() if isinstance(m, torch.nn.Conv2d))
         assert first.in_channels == 48 and first.out_channels == ARCH["cpu"][0]["channels"][0]
