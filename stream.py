@@ -45,6 +45,9 @@ host = "127.0.0.1"                # loopback only; 0.0.0.0 serves the network
 editor = "out/refine/ckpt.pt"     # mask-free editor
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 lookahead = 2                     # frames of future audio the pose model waits for
+pose_frames = 2                   # poses sampled this many frames at a time, each from its own window: one call
+                                  # costs little more than one frame's (18.5 vs 20.4 ms for 2 on 2 cores), for
+                                  # pose_frames - 1 frames more latency
 steps = 6                         # Euler steps of the pose sampler
 guidance = 3.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 seed = 0                          # the pose sampler's noise
@@ -68,8 +71,8 @@ class Web:
     """MJPEG over HTTP from the standard library: / (page), /stream, /frame.jpg, /stats."""
 
     def __init__(self, host, port):
-        self.jpeg, self.stats, self.cond = b"", dict(fps=0.0, latency_ms=0.0, frames=0, dropped=0), threading.Condition()
-        self.codec = None
+        self.frame, self.stats, self.cond = None, dict(fps=0.0, latency_ms=0.0, frames=0, dropped=0), threading.Condition()
+        self.version, self.encoded, self.body, self.lock, self.codec = 0, -1, b"", threading.Lock(), None
         web = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -88,9 +91,8 @@ class Web:
                     self.send(PAGE, "text/html")
                 elif self.path == "/frame.jpg":
                     with web.cond:
-                        web.cond.wait_for(lambda: web.jpeg, timeout=10)
-                        body = web.jpeg
-                    self.send(body, "image/jpeg")
+                        web.cond.wait_for(lambda: web.frame is not None, timeout=10)
+                    self.send(web.jpeg(), "image/jpeg")
                 elif self.path == "/stats":
                     import json
                     self.send(json.dumps(web.stats).encode(), "application/json")
@@ -102,7 +104,7 @@ class Web:
                         while True:
                             with web.cond:
                                 web.cond.wait(timeout=5)
-                                body = web.jpeg
+                            body = web.jpeg()
                             self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                              + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n")
                     except (BrokenPipeError, ConnectionResetError):
@@ -118,20 +120,72 @@ class Web:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def show(self, frame, stats):
-        if self.codec is None:
-            self.codec = av.CodecContext.create("mjpeg", "w")
-            self.codec.width, self.codec.height = frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2
-            self.codec.pix_fmt, self.codec.time_base = "yuvj420p", fractions.Fraction(1, FPS)
-        f = frame[:self.codec.height, :self.codec.width]
-        packets = self.codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-                                    .reformat(format="yuvj420p"))
+        """The latest output frame: the page's own threads encode it, and only while someone watches
+        (a 576x768 JPEG costs a few ms that the edit loop does not have at 256 px)."""
         with self.cond:
-            self.jpeg = bytes(packets[0]) if packets else self.jpeg
-            self.stats = stats
+            self.frame, self.stats, self.version = frame, stats, self.version + 1
             self.cond.notify_all()
+
+    def jpeg(self):
+        """The latest frame as JPEG bytes, encoded once however many clients ask."""
+        with self.lock:
+            frame, version = self.frame, self.version
+            if frame is None or version == self.encoded:
+                return self.body
+            if self.codec is None:
+                self.codec = av.CodecContext.create("mjpeg", "w")
+                self.codec.width, self.codec.height = frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2
+                self.codec.pix_fmt, self.codec.time_base = "yuvj420p", fractions.Fraction(1, FPS)
+            f = frame[:self.codec.height, :self.codec.width]
+            packets = self.codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+                                        .reformat(format="yuvj420p"))
+            self.body, self.encoded = (bytes(packets[0]) if packets else self.body), version
+            return self.body
 
     def close(self):
         self.server.shutdown()
+
+
+class Recorder:
+    """The mp4 recording in a thread of its own, so the h264 encode (~6 ms a 576x768 frame on 2 cores)
+    overlaps the next edit. Frames (and a camera's audio) pass through a queue, in order; an error in
+    the thread is raised in the caller's at its next put() or at close()."""
+
+    def __init__(self, path, audio):
+        self.path, self.audio, self.writer, self.error = path, audio, None, None
+        self.queue = queue.Queue(maxsize=2 * FPS)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        item = self.queue.get()
+        while item is not None:                     # after an error, keep draining so put() never blocks
+            kind, data = item
+            if self.error is None:
+                try:
+                    if self.writer is None and kind == "frame":
+                        self.writer = vid.VideoWriter(self.path, data.shape[1], data.shape[0], audio=self.audio)
+                        self.writer.__enter__()
+                    if self.writer is not None:
+                        self.writer.write(data) if kind == "frame" else self.writer.add_audio(data)
+                except Exception as e:
+                    self.error = e
+            item = self.queue.get()
+
+    def put(self, kind, data):
+        if self.error is not None:
+            raise self.error
+        self.queue.put((kind, data))
+
+    def close(self, keep=True):
+        """Write what is queued; keep: finalise the file, else remove it (an error: nothing half-written)."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.writer is not None:
+            ok = keep and self.error is None
+            self.writer.__exit__(*((None, None, None) if ok else (RuntimeError, RuntimeError("stopped"), None)))
+        if self.error is not None:
+            raise self.error
 
 
 def file_source(path, speech):
@@ -230,10 +284,13 @@ def main():
     web = Web(host, port) if port else None
     if web:
         print(f"live page: http://{host}:{port}/", file=sys.stderr, flush=True)
-    lag = lookahead + MEL_REACH + 1                  # frames between a frame's arrival and its edit
+    if pose_frames < 1:
+        raise UserError(f"--pose_frames={pose_frames}: give 1 or more")
+    lag = lookahead + MEL_REACH + pose_frames        # frames between a frame's arrival and its edit
+    ready = {}                                       # frame index -> its pose (1, 12), sampled ahead
     mel, heard, heard_from = LogMelStream(), torch.zeros(0, 80), 0   # the recent log-mel, from video frame heard_from
     waiting = collections.deque()                    # (arrival time, index, frame, box) not yet edited
-    writer = None
+    rec = Recorder(record, speech if video else []) if record else None
     done = dropped = 0
     last = None
     t_start = time.perf_counter()
@@ -241,11 +298,17 @@ def main():
     spent = collections.defaultdict(list)            # seconds per frame in each stage, for the summary
 
     def emit(t, frame, box, arrived, edit):
-        nonlocal writer, last, done, dropped, heard, heard_from
+        nonlocal last, done, dropped, heard, heard_from
         clock = [time.perf_counter()]
         tick = lambda stage: (clock.append(time.perf_counter()), spent[stage].append(clock[-1] - clock[-2]))
         if edit:
-            p = lips.pose_windows(heard, [t], steps, seed, lookahead, CONTEXT, heard_from)
+            for old in [f for f in ready if f < t]:  # poses of frames that were dropped
+                del ready[old]
+            if t not in ready:                       # this frame's and the next ones' (their audio is heard)
+                frames = list(range(t, t + pose_frames))
+                ready.update(zip(frames, lips.pose_windows(heard, frames, steps, seed, lookahead, CONTEXT,
+                                                           heard_from)[:, None]))
+            p = ready.pop(t)
             tick("pose")
             edited, recon = lips.edit(face.crop(frame, box, lips.resolution)[None], p, recon=True)
             tick("edit")
@@ -256,11 +319,8 @@ def main():
             last = last if last is not None else frame
         now = time.perf_counter()
         recent.append(now)
-        if writer is None and record:
-            writer = vid.VideoWriter(record, last.shape[1], last.shape[0], audio=speech if video else [])
-            writer.__enter__()
-        if writer is not None:
-            writer.write(last)
+        if rec is not None:
+            rec.put("frame", last)
         done += 1
         fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1 else 0.0
         stats = dict(fps=fps, latency_ms=1000 * (now - arrived), frames=done, dropped=dropped)
@@ -270,6 +330,12 @@ def main():
         if done % FPS == 0:
             print(f"\r{done} frames, {fps:.1f} FPS, latency {stats['latency_ms']:.0f} ms, {dropped} dropped   ",
                   end="", file=sys.stderr, flush=True)
+
+    def finish(keep):
+        nonlocal rec
+        if rec is not None:
+            done_rec, rec = rec, None                                 # once, even if closing raises
+            done_rec.close(keep)
 
     try:
         for k, (i, frame, chunk) in enumerate(source):
@@ -283,8 +349,8 @@ def main():
                 where = face.Boxes(face.parse_box(box) if box else (0, 0, width, height), fixed=not box)
                 face.check_box(where.first, width, height)
                 lips.set_reference(np.stack([face.crop(frame, where(0, frame), lips.resolution)] * 4))
-            if writer is not None and not video:
-                writer.add_audio(chunk)
+            if rec is not None and not video:
+                rec.put("audio", chunk)
             heard = torch.cat([heard, mel.push(chunk)])
             keep = max(0, (k - lag - CONTEXT - 1) - heard_from)               # frames no window needs any more
             heard, heard_from = heard[4 * keep:], heard_from + keep
@@ -297,24 +363,19 @@ def main():
         while waiting:                                                # the end of the file: the rest
             arrived, t, f, b = waiting.popleft()
             emit(t, f, b, arrived, True)
-        if writer is not None:
-            writer.__exit__(None, None, None)
-            writer = None
+        finish(keep=True)
     except KeyboardInterrupt:
         print("\nstopping", file=sys.stderr)
-        if writer is not None:                                        # keep what was recorded
-            writer.__exit__(None, None, None)
-            writer = None
+        finish(keep=True)                                             # keep what was recorded
     finally:
-        if writer is not None:                                        # an error: no half-written file
-            writer.__exit__(RuntimeError, RuntimeError("stopped"), None)
+        finish(keep=False)                                            # an error: no half-written file
         if web:
             web.close()
     elapsed = time.perf_counter() - t_start
     print(f"\n{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-6):.1f} FPS), {dropped} dropped"
           + (f"; recorded {record}" if record else ""))
-    if spent:
-        print("median ms per frame: " + ", ".join(f"{k} {1000 * np.median(v):.1f}" for k, v in spent.items())
+    if spent:                                        # means: a pose call serves pose_frames frames
+        print("mean ms per frame: " + ", ".join(f"{k} {1000 * np.mean(v):.1f}" for k, v in spent.items())
               + f" (at {lips.resolution} px; a frame has {1000 / FPS:.0f} ms)")
 
 

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from flashsync.checkpoint import build, load_checkpoint, slim
 from flashsync.config import config_of, configure
-from flashsync.util import UserError, atomic_path, run_main
+from flashsync.util import UserError, atomic_path, native_bf16, run_main
 
 # -----------------------------------------------------------------------------
 # defaults: override with config/<name>.py or --key=value
@@ -321,8 +321,7 @@ def main():
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed + rank)
-    amp = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") or torch.cpu._is_avx512_bf16_supported()
-                                         or torch.cpu._is_amx_tile_supported() else "float32")
+    amp = dtype if dtype != "auto" else ("bfloat16" if native_bf16(dev) else "float32")
     autocast = (torch.autocast(dev.split(":")[0], dtype=getattr(torch, amp)) if amp != "float32"
                 else contextlib.nullcontext())
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flashsync import face
-from flashsync.nn import Down, ResBlock, Up, norm, to_float
+from flashsync.nn import Down, ResBlock, Up, box_mean, norm, to_float
 from flashsync.util import UserError
 
 
@@ -112,23 +112,10 @@ class Autoencoder(nn.Module):
     forward = loss
 
 
-def _box(t, window):
-    """Mean over window x window neighbourhoods (zero padding, divided by the pixels inside the image),
-    by cumulative sums: several times faster than avg_pool2d on a CPU. (B, C, H, W) -> (B, C, H, W)."""
-    r = window // 2
-
-    def along(t, dim):
-        c = F.pad(t.transpose(dim, -1), (r + 1, r)).cumsum(-1)
-        return (c[..., 2 * r + 1:] - c[..., :-2 * r - 1]).transpose(dim, -1)
-
-    ones = torch.ones(1, 1, *t.shape[-2:], dtype=t.dtype, device=t.device)
-    return along(along(t, -1), -2) / along(along(ones, -1), -2)
-
-
 def ssim(x, y, window=7):
     """Mean-filtered SSIM per image for inputs in [-1, 1]: (B, 3, H, W) x2 -> (B,)."""
     x, y = (x + 1) / 2, (y + 1) / 2
-    mx, my, xx, yy, xy = _box(torch.cat([x, y, x * x, y * y, x * y], 1), window).chunk(5, 1)   # one pass for all five
+    mx, my, xx, yy, xy = box_mean(torch.cat([x, y, x * x, y * y, x * y], 1), window).chunk(5, 1)   # one pass for all five
     vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))

@@ -28,7 +28,7 @@ from flashsync.editor import Editor, EditorConfig, Refiner
 from flashsync.lipsync import LipSync
 from flashsync.nn import to_float
 from flashsync.pose import PoseConfig, PoseModel
-from flashsync.util import UserError, run_main
+from flashsync.util import UserError, native_bf16, run_main
 
 # -----------------------------------------------------------------------------
 res = "64,128,256"        # crop sizes to time
@@ -86,13 +86,13 @@ def small_ae(r):
     return Autoencoder(AEConfig(resolution=r, **ARCH["synth"][0]))
 
 
-def build(r, dev, fast, batch, arch="synth"):
+def build(r, dev, fast, batch, arch="synth", bf16=None):
     torch.manual_seed(0)
     ae_cfg, widths = ARCH[arch]
     ae = Autoencoder(AEConfig(resolution=r, **ae_cfg))
     editor = Editor(EditorConfig(resolution=r, channels=widths, latent=ae.cfg.latent), ae)
     pose = PoseModel(PoseConfig(audio_drop=0.3), editor.lips)         # as trained: sampled with audio guidance
-    lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch)
+    lips = LipSync(Refiner(editor), pose, device=dev, fast=fast, batch=batch, bf16=bf16)
     lips.set_reference(torch.randint(0, 256, (4, r, r, 3), dtype=torch.uint8))
     return lips
 
@@ -162,7 +162,9 @@ def main():
     if threads:
         torch.set_num_threads(threads)
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"flashsync.bench on {name}, torch {torch.__version__}, median of {repeats} runs, ms per frame\n")
+    precision = "bf16 (native here)" if native_bf16(dev) else "float32"
+    print(f"flashsync.bench on {name}, torch {torch.__version__}, median of {repeats} runs, ms per frame; "
+          f"the step in {precision}\n")
     cols = ["res", "arch", "batch", "mode", "encode_ms", "pose_ms", "edit_ms", "decode_ms", "e2e_ms", "fps", "first_s"]
     print("| " + " | ".join(cols) + " |")
     print("|---" * len(cols) + "|")

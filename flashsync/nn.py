@@ -47,6 +47,20 @@ class Up(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def box_mean(t, window):
+    """Mean over window x window neighbourhoods of (..., H, W) (zero padding, divided by the pixels inside
+    the image), by cumulative sums: the same cost for any window, several times faster than avg_pool2d
+    on a CPU."""
+    r = window // 2
+
+    def along(t, dim):
+        c = F.pad(t.transpose(dim, -1), (r + 1, r)).cumsum(-1)
+        return (c[..., 2 * r + 1:] - c[..., :-2 * r - 1]).transpose(dim, -1)
+
+    ones = torch.ones(1, 1, *t.shape[-2:], dtype=t.dtype, device=t.device)
+    return along(along(t, -1), -2) / along(along(ones, -1), -2)
+
+
 def to_float(video):
     """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
     return video.movedim(-1, -3).float() / 127.5 - 1

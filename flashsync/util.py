@@ -10,6 +10,13 @@ class UserError(Exception):
     """A problem with the user's input. Scripts print its one line and exit 2: no traceback."""
 
 
+def native_bf16(device):
+    """Whether bf16 runs natively on `device` ("cpu", "cuda", "cuda:1"): CUDA GPUs, and CPUs with
+    AVX512-BF16 or AMX, where autocast to bf16 is faster; elsewhere it is emulated and slower."""
+    import torch
+    return str(device).startswith("cuda") or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def warn(message):
     """One line on stderr for something the user should know but that does not stop the run."""
     print(f"warning: {message}", file=sys.stderr, flush=True)

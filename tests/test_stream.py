@@ -65,7 +65,7 @@ def test_stream_in_real_time_serves_the_page_and_records(tiny_ckpts, tmp_path):
     assert info.frames == 50 and info.has_audio                      # the recording lasts as long as the speech
     assert "dropped" in stdout and "FPS" in stdout
     # where the time goes, per stage, so a user can see what keeps a bigger model from real time
-    stages = dict(kv.rsplit(" ", 1) for kv in stdout.split("median ms per frame: ")[1].split(" (at")[0].split(", "))
+    stages = dict(kv.rsplit(" ", 1) for kv in stdout.split("mean ms per frame: ")[1].split(" (at")[0].split(", "))
     assert set(stages) == {"pose", "edit", "paste", "output"} and all(float(v) >= 0 for v in stages.values())
 
 
