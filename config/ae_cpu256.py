@@ -1,6 +1,6 @@
 # Autoencoder for real time at 256x256 on a CPU (issue 13): f = 8 -> 32x32x8 latents. The image is
 # pixel-unshuffled by 4 (64x64x48) so no convolution runs above 64x64, and the levels are narrow
-# (32, 64): encode + two decodes ~30 ms on 2 cores, where config/ae_gpu.py's takes ~800. Trained on
+# (32, 64): encode + two decodes ~17 ms on 2 cores, where config/ae_gpu.py's take ~1000. Trained on
 # 128x128 crops (half of them on the mouth), ~4x cheaper a step than whole frames.
 # python data.py synth config/synth_cpu256.py && python train.py config/ae_cpu256.py
 model = "ae"
