@@ -53,6 +53,7 @@ steps = 6                         # Euler steps of the pose sampler
 guidance = 3.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 seed = 0                          # the pose sampler's noise
 lookahead = -1                    # -1: offline (full audio context); k >= 0: streaming, k frames ahead
+pose_frames = 1                   # streaming: poses sampled this many frames per window (as stream.py's)
 keyframes = "out/keysync_key/ckpt.pt"       # KeySync: the keyframe model
 interp = "out/keysync_interp/ckpt.pt"       # KeySync: the interpolation model
 occluder_masks = ""               # KeySync: a video or image of occluder masks, one per video frame (white = occluder)
@@ -150,7 +151,7 @@ def main():
     lips.set_reference(refs)
 
     t0 = time.time()
-    poses = lips.poses(wave, steps, seed, lookahead)[:n_out]           # (n_out, 12)
+    poses = lips.poses(wave, steps, seed, lookahead, group=pose_frames)[:n_out]   # (n_out, 12)
     print(f"{n_out} frames ({n_out / FPS:.1f} s) from {info.frames} source frames"
           f"{' (a still image)' if still else ''}; poses in {time.time() - t0:.1f} s", file=sys.stderr)
 

@@ -6,8 +6,9 @@
 
 Every 40 ms a frame and 640 samples arrive. The audio goes through the streaming
 log-mel into the pose model, which may look `lookahead` frames ahead (plus the 2
-its mel convolutions reach), so frame t is edited once the audio of frame
-t + lookahead + 3 has arrived: the latency is that many frames plus compute. The
+its mel convolutions reach); poses are sampled `pose_frames` frames at a time, so
+frame t is edited once the audio of frame t + lookahead + 2 + pose_frames has
+arrived: the latency is that many frames plus compute. The
 output goes to a web page on http://127.0.0.1:PORT (MJPEG, with FPS and
 latency) and/or an mp4 recording with the audio. When a frame is late the loop
 drops it (the last output is shown again and the drop counted) instead of falling
@@ -16,6 +17,8 @@ behind. Ctrl-C stops cleanly and finalises the recording.
 import collections
 import fractions
 import http.server
+import itertools
+import os
 import queue
 import sys
 import threading
@@ -40,14 +43,15 @@ mic = ""                          # the microphone: "default" or hw:0 (Linux), "
 list_devices = False              # print the capture devices and stop
 box = ""                          # x,y,w,h face box in the first frame; empty: the whole frame
 record = ""                       # mp4 to record the output (with the audio) to
+record_preset = "ultrafast"       # its x264 preset: ultrafast leaves the edit loop the most time (about 2 ms a
+                                  # 576x768 frame here, veryfast 4); veryfast as sample.py: smaller files
 port = 8000                       # web page on http://host:port (0: none)
 host = "127.0.0.1"                # loopback only; 0.0.0.0 serves the network
 editor = "out/refine/ckpt.pt"     # mask-free editor
 pose = "out/pose/ckpt.pt"         # audio -> lips-pose model trained on that editor
 lookahead = 2                     # frames of future audio the pose model waits for
-pose_frames = 2                   # poses sampled this many frames at a time, each from its own window: one call
-                                  # costs little more than one frame's (18.5 vs 20.4 ms for 2 on 2 cores), for
-                                  # pose_frames - 1 frames more latency
+pose_frames = 2                   # poses sampled this many frames at a time, from one window: a call costs
+                                  # about what one frame's does, for pose_frames - 1 frames more latency
 steps = 6                         # Euler steps of the pose sampler
 guidance = 3.0                    # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 seed = 0                          # the pose sampler's noise
@@ -137,8 +141,7 @@ class Web:
                 self.codec.width, self.codec.height = frame.shape[1] // 2 * 2, frame.shape[0] // 2 * 2
                 self.codec.pix_fmt, self.codec.time_base = "yuvj420p", fractions.Fraction(1, FPS)
             f = frame[:self.codec.height, :self.codec.width]
-            packets = self.codec.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-                                        .reformat(format="yuvj420p"))
+            packets = self.codec.encode(vid.rgb_frame(f).reformat(format="yuvj420p"))
             self.body, self.encoded = (bytes(packets[0]) if packets else self.body), version
             return self.body
 
@@ -158,13 +161,16 @@ class Recorder:
         self.thread.start()
 
     def _run(self):
+        if hasattr(os, "setpriority"):              # nice 19: it takes the cores only when the edit loop leaves
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)   # them idle (its encoder threads too)
         item = self.queue.get()
         while item is not None:                     # after an error, keep draining so put() never blocks
             kind, data = item
             if self.error is None:
                 try:
                     if self.writer is None and kind == "frame":
-                        self.writer = vid.VideoWriter(self.path, data.shape[1], data.shape[0], audio=self.audio)
+                        self.writer = vid.VideoWriter(self.path, data.shape[1], data.shape[0], audio=self.audio,
+                                                      preset=record_preset)
                         self.writer.__enter__()
                     if self.writer is not None:
                         self.writer.write(data) if kind == "frame" else self.writer.add_audio(data)
@@ -186,6 +192,26 @@ class Recorder:
             self.writer.__exit__(*((None, None, None) if ok else (RuntimeError, RuntimeError("stopped"), None)))
         if self.error is not None:
             raise self.error
+
+
+def prefetch(items, size):
+    """Iterate `items` in a thread of its own, up to `size` ahead: the next frames decode while the edit
+    loop waits or runs single-threaded Python (a 576x768 h264 frame costs ~2-3 ms), and a video played
+    backwards, decoded a chunk at a time, does not stall the loop. Errors come through."""
+    ahead, end = queue.Queue(maxsize=size), object()
+
+    def run():
+        try:
+            for item in items:
+                ahead.put(item)
+            ahead.put(end)
+        except BaseException as e:                  # the consumer raises it
+            ahead.put(e)
+    threading.Thread(target=run, daemon=True).start()
+    while (item := ahead.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def file_source(path, speech):
@@ -244,7 +270,7 @@ def devices():
 def warm_up(lips, shape):
     """One pose window and one edit of a blank (R, R, 3) crop before the clock starts: the fast path
     compiles on its first call (~30 s on a CPU), which would otherwise drop the first seconds."""
-    lips.pose_windows(torch.zeros(0, 80), [0], steps, seed, lookahead, CONTEXT)
+    lips.pose_windows(torch.zeros(0, 80), [0], steps, seed, lookahead, CONTEXT, group=pose_frames)
     lips.edit(np.zeros(shape, np.uint8)[None], torch.zeros(1, 12), recon=True)
 
 
@@ -256,6 +282,8 @@ def main():
         raise UserError("give a source: --video in.mp4 --audio speech.wav, or --camera DEVICE --mic DEVICE")
     if video and not audio:
         raise UserError("--video needs the speech to drive it: --audio speech.wav")
+    if pose_frames < 1:
+        raise UserError(f"--pose_frames={pose_frames}: give 1 or more")
     if record and not record.lower().endswith(".mp4"):
         raise UserError(f"--record {record}: give a name ending in .mp4")
     if record:
@@ -266,8 +294,8 @@ def main():
         torch.set_num_threads(threads)
     speech = load_audio(audio).numpy() if video else None
     info = vid.probe(video) if video else None
-    lips = LipSync.load(editor, pose, dev, fast=fast, batch=1, guidance=guidance)
-    source = file_source(video, speech) if video else capture_source(camera, mic)
+    lips = LipSync.load(editor, pose, dev, fast=fast, batch=pose_frames, guidance=guidance)
+    source = prefetch(file_source(video, speech) if video else capture_source(camera, mic), FPS)
     height, width = (info.height, info.width) if video else (None, None)
 
     # the face box and the references (from the first 4 s of a file; from the first frames of a camera)
@@ -284,10 +312,8 @@ def main():
     web = Web(host, port) if port else None
     if web:
         print(f"live page: http://{host}:{port}/", file=sys.stderr, flush=True)
-    if pose_frames < 1:
-        raise UserError(f"--pose_frames={pose_frames}: give 1 or more")
     lag = lookahead + MEL_REACH + pose_frames        # frames between a frame's arrival and its edit
-    ready = {}                                       # frame index -> its pose (1, 12), sampled ahead
+    ready = {}                                       # frame index -> (edited, unedited) crops, made ahead
     mel, heard, heard_from = LogMelStream(), torch.zeros(0, 80), 0   # the recent log-mel, from video frame heard_from
     waiting = collections.deque()                    # (arrival time, index, frame, box) not yet edited
     rec = Recorder(record, speech if video else []) if record else None
@@ -295,6 +321,7 @@ def main():
     last = None
     t_start = time.perf_counter()
     recent = collections.deque(maxlen=25)
+    shown = []                                       # when each frame was output
     spent = collections.defaultdict(list)            # seconds per frame in each stage, for the summary
 
     def emit(t, frame, box, arrived, edit):
@@ -302,23 +329,27 @@ def main():
         clock = [time.perf_counter()]
         tick = lambda stage: (clock.append(time.perf_counter()), spent[stage].append(clock[-1] - clock[-2]))
         if edit:
-            for old in [f for f in ready if f < t]:  # poses of frames that were dropped
+            for old in [f for f in ready if f < t]:  # edits of frames that were dropped
                 del ready[old]
-            if t not in ready:                       # this frame's and the next ones' (their audio is heard)
-                frames = list(range(t, t + pose_frames))
-                ready.update(zip(frames, lips.pose_windows(heard, frames, steps, seed, lookahead, CONTEXT,
-                                                           heard_from)[:, None]))
-            p = ready.pop(t)
-            tick("pose")
-            edited, recon = lips.edit(face.crop(frame, box, lips.resolution)[None], p, recon=True)
+            if t not in ready:                       # this frame's and the next ones': their audio is heard and
+                got = lips.pose_windows(heard, [t], steps, seed, lookahead, CONTEXT, heard_from, pose_frames)
+                tick("pose")                         # they have arrived; one batch costs less than its frames
+                group = [(t, frame, box)] + [(i, f, b) for _, i, f, b in itertools.islice(waiting, pose_frames - 1)]
+                crops = np.stack([face.crop(f, b, lips.resolution) for _, f, b in group])
+                edited, recon = lips.edit(crops, got[:len(group)], recon=True)
+                ready.update((i, (e, r)) for (i, _, _), e, r in zip(group, edited.numpy(), recon.numpy()))
+            else:
+                tick("pose")
+            edited, recon = ready.pop(t)
             tick("edit")
-            last = face.paste(frame, edited[0].numpy(), box, recon[0].numpy())
+            last = face.paste(frame, edited, box, recon)
             tick("paste")
         else:
             dropped += 1
             last = last if last is not None else frame
         now = time.perf_counter()
         recent.append(now)
+        shown.append(now)
         if rec is not None:
             rec.put("frame", last)
         done += 1
@@ -372,7 +403,10 @@ def main():
         if web:
             web.close()
     elapsed = time.perf_counter() - t_start
-    print(f"\n{done} frames in {elapsed:.1f} s ({done / max(elapsed, 1e-6):.1f} FPS), {dropped} dropped"
+    # the output's pace while the input was live (the last `lag` frames come at once when a file ends)
+    live = shown[:-lag] if len(shown) > lag + 1 else shown
+    pace = (len(live) - 1) / max(live[-1] - live[0], 1e-6) if len(live) > 1 else 0.0
+    print(f"\n{done} frames in {elapsed:.1f} s, output at {pace:.1f} FPS, {dropped} dropped"
           + (f"; recorded {record}" if record else ""))
     if spent:                                        # means: a pose call serves pose_frames frames
         print("mean ms per frame: " + ", ".join(f"{k} {1000 * np.mean(v):.1f}" for k, v in spent.items())

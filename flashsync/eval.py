@@ -183,12 +183,13 @@ def silent_mouth(n):
                                                          np.clip(PHONEMES["sil"].mouth, 0, 1))}
 
 
-def flashlips(lips, steps=6, lookahead=-1):
-    """A FlashLips method for the suite: (clip, audio, mouth) -> frames, exactly as sample.py computes them."""
+def flashlips(lips, steps=6, lookahead=-1, group=1):
+    """A FlashLips method for the suite: (clip, audio, mouth) -> frames, exactly as sample.py computes them
+    (streaming, lookahead >= 0: as stream.py does with --pose_frames=group)."""
     def run(clip, audio, mouth, seed):
         frames = torch.from_numpy(clip["frames"])
         lips.set_reference(frames[torch.linspace(0, len(frames) - 1, 4).long()])
-        p = lips.poses(torch.as_tensor(audio), steps, seed, lookahead)[:len(frames)]
+        p = lips.poses(torch.as_tensor(audio), steps, seed, lookahead, group=group)[:len(frames)]
         return np.concatenate([lips.edit(frames[i:i + 64], p[i:i + 64]).numpy() for i in range(0, len(frames), 64)])
     return run
 
@@ -284,6 +285,7 @@ syncnet = ""             # the sync expert (empty: out/syncnet/ckpt.pt if it exi
 steps = 6                # Euler steps of the pose sampler
 guidance = 3.0           # audio guidance of the pose sampler (1: none; above 1 closures close and vowels open more firmly)
 lookahead = 2            # streaming lookahead in frames, a row beside offline (-1: offline only)
+pose_frames = 1          # streaming: poses sampled this many frames per window (stream.py --pose_frames)
 pairs = 200              # source/donor pairs for the stage-1 editor rows
 synthtalk = True         # the SynthTalk suite (false: the stage-1 and real-speech rows only)
 speech = ""              # folder of real speech with phoneme times (default ../shared/media/speech when present;
@@ -344,7 +346,9 @@ def main():
         tag = "" if len([q for q in paths if kinds[q] == "pose"]) == 1 else f" [{p}]"
         methods[f"FlashLips offline{tag}"] = flashlips(lips, steps, -1)
         if lookahead >= 0:
-            methods[f"FlashLips streaming ({lookahead * 40 + 80} ms){tag}"] = flashlips(lips, steps, lookahead)
+            ms = (lookahead + 1 + pose_frames) * 40
+            name = f"FlashLips streaming ({ms} ms{f', {pose_frames} frames a window' if pose_frames > 1 else ''})"
+            methods[name + tag] = flashlips(lips, steps, lookahead, pose_frames)
     lipsync = bool(methods)                      # FlashLips to measure (KeySync and KeyFace have tables of their own)
     methods.update(METHODS_FIXED)
     if synthtalk and lipsync:

@@ -129,6 +129,17 @@ def _resize(image, h, w, mode="bilinear"):
     return t[0].permute(1, 2, 0)
 
 
+def _resize_window(image, s, rows, cols, mode):
+    """Rows and columns (slices) of `image` (R, R, C) resized to s x s -> (h, w, C) float tensor: the pixels
+    interpolate(mode, align_corners=False) gives there, found without resizing the rest (grid_sample with
+    interpolate's pixel centres: out pixel i samples (2i + 1) / s - 1 in normalised coordinates)."""
+    t = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()    # (1, C, R, R)
+    y = (2 * torch.arange(rows.start, rows.stop, dtype=torch.float32) + 1) / s - 1
+    x = (2 * torch.arange(cols.start, cols.stop, dtype=torch.float32) + 1) / s - 1
+    grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), -1)[None]                # (1, h, w, 2): (x, y)
+    return F.grid_sample(t, grid, mode=mode, padding_mode="border", align_corners=False)[0].permute(1, 2, 0)
+
+
 def crop(frame, box, size):
     """Cut the square face crop of `box` from an (H, W, 3) uint8 frame -> (size, size, 3) uint8."""
     x, y, s, _ = square(box)
@@ -227,19 +238,18 @@ def paste(frame, face, box, recon=None, region=PASTE, hold=None, oval=True):
     rows, cols = np.nonzero((m > 0).numpy())                 # only the part of the box the masks touch
     if len(rows) == 0:
         return out
-    up = lambda im, mode="bicubic": _resize(im, s, s, mode)
-    m, g = up(torch.stack([m, g], -1), "bilinear").unbind(-1)
-    m, g = m[..., None], g[..., None]                                    # (s, s, 1)
     fy0, fy1 = max(cy0, y0 + rows.min() * s // r), min(cy1, y0 + -(-(rows.max() + 1) * s // r))
     fx0, fx1 = max(cx0, x0 + cols.min() * s // r), min(cx1, x0 + -(-(cols.max() + 1) * s // r))
     if fy1 <= fy0 or fx1 <= fx0:
         return out
-    win = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+    # only that window is enlarged to the box (at 256 px it is about a fifth of the box)
+    win = slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0)
+    m, g = _resize_window(torch.stack([m, g], -1), s, *win, "bilinear").split(1, -1)    # (h, w, 1) each
     src = torch.from_numpy(frame[fy0:fy1, fx0:fx1]).float()
-    both = up(np.concatenate([face, recon], -1))[win]                  # (h, w, 6)
+    both = _resize_window(np.concatenate([face, recon], -1), s, *win, "bicubic")        # (h, w, 6)
     rec = both[..., 3:]
     d = both[..., :3] - rec
-    mixed = src + m[win] * d + g[win] * (rec - src)
+    mixed = src + m * d + g * (rec - src)
     out[fy0:fy1, fx0:fx1] = mixed.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 

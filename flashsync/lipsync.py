@@ -20,6 +20,7 @@ Streaming. Pose t is sampled on a window of `context` past frames, frame t and
 convolutions reach). Before the first frame the window holds silence and zero
 noise, so every window has the same static shape.
 """
+import functools
 import itertools
 
 import numpy as np
@@ -102,12 +103,17 @@ class LipSync:
         # the step in bf16 where that is native (None: CUDA GPUs and CPUs with AVX512-BF16 or AMX): 256 px
         # on 2 such CPU cores 29 -> 18 ms eager, 23 -> 16 fast (see the README for what it changes)
         self.bf16 = native_bf16(device) if bf16 is None else bf16
-        self.step = self._step
+        self.step, self.stream_sample = self._step, self._sample
         if fast:
             if self.cuda:
                 self.net.to(memory_format=torch.channels_last)
                 self.ae.to(memory_format=torch.channels_last)
             self.step = torch.compile(self._step, mode="reduce-overhead" if self.cuda else None, dynamic=False)
+            # a stream's pose windows all have one shape (context + pose_frames + lookahead frames): compiled,
+            # the sampler's small matmuls and norms fuse, in bf16 where it is native (a window at 256 px on
+            # 2 cores: 20 -> 14 ms; poses move by ~1 % of their size); offline windows vary, stay eager
+            if self.flow is not None:
+                self.stream_sample = torch.compile(functools.partial(self._sample, bf16=self.bf16), dynamic=False)
 
     @classmethod
     def load(cls, editor_path, pose_path, device="cpu", fast=False, batch=16, guidance=3.0, bf16=None):
@@ -136,15 +142,18 @@ class LipSync:
         self.ref_poses = self.base.lips(x)[None]                      # (1, K, 12)
 
     @torch.no_grad()
-    def _sample(self, mel, noise, steps, lookahead):
+    def _sample(self, mel, noise, steps, lookahead, bf16=False):
         """Batched flow sampling: mel (B, 4(n + 2), 80), noise (B, n, 12) -> raw poses (B, n, 12)."""
         refs = self.ref_poses.expand(mel.shape[0], -1, -1)
-        return self.flow.sample(mel, refs, noise.shape[1], steps, lookahead, noise=noise, guidance=self.guidance)
+        with torch.autocast("cuda" if self.cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = self.flow.sample(mel, refs, noise.shape[1], steps, lookahead, noise=noise, guidance=self.guidance)
+        return out.float()
 
     @torch.no_grad()
-    def poses(self, audio, steps=6, seed=0, lookahead=-1, context=CONTEXT, batch=64):
+    def poses(self, audio, steps=6, seed=0, lookahead=-1, context=CONTEXT, batch=64, group=1):
         """Lips poses (T, 12) for 16 kHz audio (T * 640 samples, T = ceil): offline when lookahead < 0,
-        else streaming with `lookahead` frames of future audio and `context` frames of past."""
+        else streaming with `lookahead` frames of future audio and `context` frames of past, `group`
+        frames from each window (as stream.py --pose_frames samples them)."""
         if self.ref_poses is None:
             raise RuntimeError("call set_reference() first")
         audio = torch.as_tensor(audio, dtype=torch.float32)
@@ -152,24 +161,30 @@ class LipSync:
         mel = log_mel(audio)                                          # (4T, 80)
         if lookahead < 0:
             return self._offline(mel, n, steps, seed)
+        firsts = list(range(0, n, group))
         out = []
-        for t0 in range(0, n, batch):
-            ts = range(t0, min(t0 + batch, n))
-            out.append(self.pose_windows(mel, list(ts), steps, seed, lookahead, context))
-        return torch.cat(out)
+        for i in range(0, len(firsts), batch):
+            end = i + batch if self.fast else min(i + batch, len(firsts))   # fast: the last batch padded, one shape
+            ts = [firsts[min(j, len(firsts) - 1)] for j in range(i, end)]
+            out.append(self.pose_windows(mel, ts, steps, seed, lookahead, context, group=group))
+        return torch.cat(out)[:n]
 
-    def pose_windows(self, mel, frames, steps, seed, lookahead, context, mel_start=0):
-        """Streaming poses of the given frame indices (each from its own window) -> (len(frames), 12).
+    def pose_windows(self, mel, firsts, steps, seed, lookahead, context, mel_start=0, group=1):
+        """Streaming poses of frames t .. t + group - 1 for each t in `firsts`, each group from one window
+        -> (len(firsts) * group, 12).
 
-        The window of frame t is frames t - context .. t + lookahead; mel (which begins at video
-        frame mel_start) must reach frame t + lookahead + MEL_REACH: what a live stream must have
-        heard before emitting frame t.
+        The window of first frame t is frames t - context .. t + group - 1 + lookahead; mel (which begins
+        at video frame mel_start) must reach frame t + group - 1 + lookahead + MEL_REACH: what a live
+        stream must have heard before emitting frame t. Attention masks give every frame in the window
+        the same `lookahead`, so a group costs one window, not `group` of them (the earlier frames of a
+        group see a little further through the stacked layers, as frames inside training windows do).
         """
-        w = context + 1 + lookahead
-        starts = [t - context for t in frames]
+        w = context + group + lookahead
+        starts = [t - context for t in firsts]
         mels = torch.stack([mel_span(mel, s - mel_start, w + MEL_REACH) for s in starts]).to(self.device)
         noise = torch.stack([frame_noise(seed, s, w) for s in starts]).to(self.device)
-        return self._sample(mels, noise, steps, lookahead)[:, context].cpu()
+        out = self.stream_sample(mels, noise, steps, lookahead)[:, context:context + group]   # (B, group, 12)
+        return out.reshape(-1, out.shape[-1]).clone().cpu()
 
     def _offline(self, mel, n, steps, seed):
         """Full-context windows of the training length, overlapping by a quarter, cross-faded."""

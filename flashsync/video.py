@@ -83,12 +83,14 @@ def _last_interval(times):
     return float(np.median(gaps)) if len(gaps) else 1.0 / FPS
 
 
-def read_frames(path, start=0, info=None):
+def read_frames(path, start=0, info=None, lazy=False):
     """Yield the video's frames as (H, W, 3) uint8 RGB arrays at exactly 25 fps, from frame `start` on.
 
     start > 0 seeks (to a keyframe half a second early, then decodes forward), so
     reading any stretch costs about its own length; `info` (from probe) saves a probe.
+    lazy: yield [time, frame] entries instead, for rgb() to convert when needed (ping_pong).
     """
+    out = (lambda e: e) if lazy else rgb
     seek = None
     if start > 0:
         info = info or probe(path)
@@ -102,17 +104,24 @@ def read_frames(path, start=0, info=None):
             # every output time before the midpoint of prev and this frame belongs to prev
             while t0 + k / FPS < (prev[0] + t) / 2:
                 if k >= start:
-                    yield prev[1]
+                    yield out(prev)
                 k += 1
-        prev = (t, frame.to_ndarray(format="rgb24"))
+        prev = [t, frame]                 # converted to RGB only if yielded: a seek decodes frames it skips
         times.append(t)
     if prev is None:
         raise UserError(f"{path}: the video stream has no frames")
     n = info.frames if info is not None else max(1, round((times[-1] - t0 + _last_interval(times)) * FPS))
     while k < n:
         if k >= start:
-            yield prev[1]
+            yield out(prev)
         k += 1
+
+
+def rgb(entry):
+    """[time, av.VideoFrame or its array] -> the (H, W, 3) uint8 array, converted once."""
+    if not isinstance(entry[1], np.ndarray):
+        entry[1] = entry[1].to_ndarray(format="rgb24")
+    return entry[1]
 
 
 def bounce(n, n_out):
@@ -123,12 +132,15 @@ def bounce(n, n_out):
     return np.where(k < n, k, 2 * n - 2 - k)
 
 
-def ping_pong(path, info, n_out, chunk=25):
+def ping_pong(path, info, n_out, memory=256 << 20):
     """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
 
-    Backwards runs are read in chunks from the end (each a seek and a short decode), so
-    memory holds one chunk, whatever the video's length. A still image repeats.
+    Backwards runs are read in chunks from the end, each a seek to the keyframe before it and a
+    decode forward, so memory holds one chunk (`memory` bytes of RGB, at least 25 frames), whatever
+    the video's length. Long chunks matter: with keyframes 250 frames apart (x264's default) chunks of
+    25 decoded ~5 frames for each one played back, too slow for stream.py at 576x768. A still repeats.
     """
+    chunk = max(25, memory // (3 * info.width * info.height))           # RGB bytes: decoded frames take half
     n = info.frames
     if n == 1:
         frame = next(read_frames(path))
@@ -142,10 +154,24 @@ def ping_pong(path, info, n_out, chunk=25):
             done += 1
         for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
             lo = max(1, hi - chunk + 1)
-            part = list(itertools.islice(read_frames(path, lo, info), hi - lo + 1))
+            part = list(itertools.islice(read_frames(path, lo, info, lazy=True), hi - lo + 1))
             while part:                          # hand frames over one by one: one chunk in memory at most
-                yield lo + len(part) - 1, part.pop()
+                yield lo + len(part) - 1, rgb(part.pop())       # converted as played: no burst of work
                 done += 1
+
+
+def rgb_frame(image, reuse=None):
+    """(H, W, 3) uint8 -> an rgb24 av.VideoFrame, refilling `reuse` when it fits: av.VideoFrame.from_ndarray
+    took 2.1 ms a 576x768 frame on this project's machine (PyAV 18), a plane update 0.04 ms. The caller
+    must be done with `reuse` (an encoder converting it to its pixel format is)."""
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    if reuse is None or (reuse.height, reuse.width) != (h, w):
+        reuse = av.VideoFrame(w, h, "rgb24")
+    if reuse.planes[0].line_size != 3 * w:                         # rows padded for alignment: copy row by row
+        return av.VideoFrame.from_ndarray(image, format="rgb24")
+    reuse.planes[0].update(image)
+    return reuse
 
 
 class VideoWriter:
@@ -190,7 +216,7 @@ class VideoWriter:
             raise ValueError(f"expected ({self.height}, {self.width}, 3) uint8, got {frame.shape} {frame.dtype}")
         if any(self.pad):
             frame = np.pad(frame, ((0, self.pad[0]), (0, self.pad[1]), (0, 0)), mode="edge")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        self._rgb = vf = rgb_frame(frame, getattr(self, "_rgb", None))   # the encoder converts it to a new frame
         vf.pts = self.frames
         self.container.mux(self.stream.encode(vf))
         self.frames += 1

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from flashsync import face, metrics, synth
 from flashsync.util import UserError
@@ -110,3 +111,15 @@ def test_box_file(tmp_path):
     p.write_text("10 20 30\n")
     with pytest.raises(UserError, match="line 1"):
         face.load_boxes(str(p))
+
+
+def test_paste_enlarges_only_its_window_as_the_whole_crop_would_be():
+    """face._resize_window gives the pixels of a whole-crop interpolate (bicubic when the box is smaller
+    or larger than the crop, bilinear for the masks), for any window: paste() enlarges only where it pastes."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(64, 64, 6, generator=g) * 255
+    for s, mode in ((52, "bicubic"), (208, "bicubic"), (208, "bilinear")):
+        whole = F.interpolate(image.permute(2, 0, 1)[None], size=(s, s), mode=mode, align_corners=False)[0]
+        rows, cols = slice(s // 3, s - 2), slice(1, s // 2)
+        part = face._resize_window(image.numpy(), s, rows, cols, mode)
+        assert torch.allclose(part, whole.permute(1, 2, 0)[rows, cols], atol=1e-2)

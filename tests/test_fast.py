@@ -1,6 +1,7 @@
 import torch
 
 from conftest import run_script
+from flashsync.audio import log_mel
 from flashsync.lipsync import LipSync
 
 
@@ -19,6 +20,21 @@ def test_fast_path_equals_eager(tiny_ckpts):
     d = (a.int() - b.int()).abs()
     assert d.max() <= 1 and d.float().mean() < 0.01
     assert not torch.equal(a, crops)                          # it did edit
+    # the stream's compiled pose sampler: the same poses as eager, window by window and through poses()
+    mel = torch.randn(4 * 40, 80, generator=g)
+    pw, pb = (lips.pose_windows(mel, [30, 31, 32], 3, 0, 2, 24) for lips in (eager, fast))
+    assert pw.shape == (3, 12) and torch.allclose(pw, pb, atol=1e-4), (pw - pb).abs().max()
+    audio = torch.randn(640 * 11, generator=g) * 0.1
+    pa, pb = (lips.poses(audio, 3, lookahead=2, batch=4) for lips in (eager, fast))   # 11: the last batch padded
+    assert pa.shape == pb.shape == (11, 12) and torch.allclose(pa, pb, atol=1e-4), (pa - pb).abs().max()
+    # frames sampled 3 to a window (stream.py --pose_frames=3): one window with 2 more frames of past and
+    # future; its last frame's pose is that of a window of its own with 2 more frames of context
+    grouped = fast.pose_windows(mel, [30], 3, 0, 2, 24, group=3)
+    assert grouped.shape == (3, 12)
+    assert torch.allclose(grouped[2], eager.pose_windows(mel, [32], 3, 0, 2, 26)[0], atol=1e-4)
+    pc = fast.poses(audio, 3, lookahead=2, batch=4, group=3)   # 4 groups of 3 for 11 frames
+    assert pc.shape == (11, 12) and torch.allclose(pc[3:6], eager.pose_windows(log_mel(audio), [3], 3, 0, 2, 24,
+                                                                               group=3), atol=1e-4)
 
 
 def test_bf16_step_stays_close_to_float32(tiny_ckpts):

@@ -6,6 +6,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import ROOT, run_script
@@ -28,13 +29,15 @@ def inputs(tmp_path):
 
 def test_stream_from_files_equals_sample_streaming_mode(tiny_ckpts, tmp_path):
     args = inputs(tmp_path) + ckpt_args(tiny_ckpts)
-    r = run_script("stream.py", *args, "--record", str(tmp_path / "live.mp4"), "--port=0", "--realtime=false")
+    r = run_script("stream.py", *args, "--record", str(tmp_path / "live.mp4"), "--record_preset=veryfast", "--port=0",
+                   "--realtime=false")
     assert r.returncode == 0, r.stderr
     assert "0 dropped" in r.stdout
     # batch 1 as the stream edits: convolutions over 16 crops may round a pixel of a crop the other way,
     # and the paste's replace mask turns one grey level of an untrained model's crop into up to
     # |recon - source| / 20 levels (this test's 4-step models are far from their source)
-    r = run_script("sample.py", *args, "--out", str(tmp_path / "offline.mp4"), "--lookahead=2", "--batch=1")
+    r = run_script("sample.py", *args, "--out", str(tmp_path / "offline.mp4"), "--lookahead=2", "--pose_frames=2",
+                   "--batch=1")
     assert r.returncode == 0, r.stderr
     live = np.stack(list(read_frames(str(tmp_path / "live.mp4"))))
     ref = np.stack(list(read_frames(str(tmp_path / "offline.mp4"))))
@@ -85,3 +88,20 @@ def test_stream_real_video_in_real_time(media, tiny_ckpts, tmp_path):
     info = probe(str(out))
     assert (info.width, info.height) == (576, 768) and abs(info.frames / 25 - speech) <= 1 / 25
     assert " dropped" in r.stdout
+
+
+def test_prefetch_keeps_order_and_raises_the_sources_error():
+    """stream.prefetch decodes ahead in a thread: the items come in order, and an error of the source
+    (a damaged file) reaches the loop as itself, after the items before it."""
+    sys.path.insert(0, ROOT)
+    import stream
+    from flashsync.util import UserError
+    assert list(stream.prefetch(iter(range(100)), 4)) == list(range(100))
+
+    def damaged():
+        yield 1
+        raise UserError("damaged")
+    items = stream.prefetch(damaged(), 4)
+    assert next(items) == 1
+    with pytest.raises(UserError, match="damaged"):
+        next(items)

@@ -1,4 +1,5 @@
 import fractions
+import itertools
 
 import av
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from flashsync import synth
 from flashsync.audio import load_audio
 from flashsync.util import UserError
-from flashsync.video import VideoWriter, probe, read_frames, write_png
+from flashsync.video import VideoWriter, bounce, ping_pong, probe, read_frames, rgb_frame, write_png
 
 
 def psnr(a, b):
@@ -126,3 +127,31 @@ def test_png(tmp_path):
 def test_real_video(media):
     info = probe(f"{media}/sun.mp4")
     assert (info.width, info.height, info.frames, info.has_audio) == (576, 768, 550, False)
+
+
+def test_ping_pong_plays_back_and_forth_in_bounded_chunks(tmp_path):
+    """The video forwards, then backwards in chunks (each a seek to the keyframe before it, decoded
+    forward, converted to RGB as played), then forwards again: the frames and their indices are those of
+    one forward read, in ping-pong order, however small the memory budget (25-frame chunks here)."""
+    path = str(tmp_path / "pp.mp4")
+    with VideoWriter(path, 32, 32, pix_fmt="yuv444p") as w:
+        for k in range(60):
+            w.write(np.full((32, 32, 3), 4 * k, np.uint8))
+    info = probe(path)
+    forward = list(read_frames(path, 0, info))
+    got = list(itertools.islice(ping_pong(path, info, 150, memory=1), 150))   # 60 on, 58 back (3 chunks), 32 on
+    want = bounce(60, 150)
+    assert [i for i, _ in got] == list(want)
+    assert all(np.array_equal(f, forward[i]) for i, f in got)
+
+
+def test_rgb_frame_refills_a_frame_when_it_fits():
+    """video.rgb_frame: a reused av.VideoFrame holds exactly the new image, also at sizes whose rows
+    av pads (where it falls back to a fresh frame)."""
+    g = np.random.default_rng(0)
+    for h, w in ((48, 64), (7, 5), (31, 33)):
+        first, second = (g.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
+        frame = rgb_frame(first)
+        again = rgb_frame(second, frame)
+        assert np.array_equal(again.to_ndarray(format="rgb24"), second)
+        assert (again is frame) == (frame.planes[0].line_size == 3 * w)
