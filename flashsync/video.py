@@ -88,7 +88,8 @@ def read_frames(path, start=0, info=None, lazy=False):
 
     start > 0 seeks (to a keyframe half a second early, then decodes forward), so
     reading any stretch costs about its own length; `info` (from probe) saves a probe.
-    lazy: yield [time, frame] entries instead, for rgb() to convert when needed (ping_pong).
+    lazy: yield [time, frame] entries instead, for rgb() to convert when needed, and None for each
+    frame decoded without an entry to show for it (before `start`), so a caller can pace the decoding.
     """
     out = (lambda e: e) if lazy else rgb
     seek = None
@@ -97,6 +98,7 @@ def read_frames(path, start=0, info=None, lazy=False):
         seek = info.start + start / FPS - 0.5
     k, t0, prev, times = 0, None if seek is None else info.start, None, []
     for t, frame in _times(path, seek):
+        shown = False
         if prev is None:
             t0 = t if t0 is None else t0
             k = max(0, int((t - t0) * FPS))   # after a seek: the first grid frame this one can own
@@ -105,7 +107,10 @@ def read_frames(path, start=0, info=None, lazy=False):
             while t0 + k / FPS < (prev[0] + t) / 2:
                 if k >= start:
                     yield out(prev)
+                    shown = True
                 k += 1
+        if lazy and not shown:
+            yield None
         prev = [t, frame]                 # converted to RGB only if yielded: a seek decodes frames it skips
         times.append(t)
     if prev is None:
@@ -132,32 +137,64 @@ def bounce(n, n_out):
     return np.where(k < n, k, 2 * n - 2 - k)
 
 
-def ping_pong(path, info, n_out, memory=256 << 20):
+class _Chunk:
+    """Frames lo .. hi of a video as [time, frame] entries, decoded a few frames per step(): a seek lands
+    on the keyframe before lo, up to hundreds of frames back, and decoding them all at once stalls a
+    live stream; spread over the frames played meanwhile, it does not."""
+
+    def __init__(self, path, info, lo, hi):
+        self.lo, self.n, self.entries = lo, hi - lo + 1, []
+        self.decoding = read_frames(path, lo, info, lazy=True)
+
+    def step(self, k):
+        """Decode up to k more frames (k = inf: the rest) -> self."""
+        while k > 0 and len(self.entries) < self.n:
+            entry = next(self.decoding, False)
+            if entry is False:                               # the video ended early: what there is
+                self.n = len(self.entries)
+            elif entry is not None:
+                self.entries.append(entry)
+            k -= 1
+        return self
+
+
+def ping_pong(path, info, n_out, memory=256 << 20, pace=3):
     """Yield (source index, frame) for n_out output frames: the video forwards, backwards, forwards, ...
 
-    Backwards runs are read in chunks from the end, each a seek to the keyframe before it and a
-    decode forward, so memory holds one chunk (`memory` bytes of RGB, at least 25 frames), whatever
-    the video's length. Long chunks matter: with keyframes 250 frames apart (x264's default) chunks of
-    25 decoded ~5 frames for each one played back, too slow for stream.py at 576x768. A still repeats.
+    Backwards runs are read in chunks from the end, each a seek to the keyframe before it and a decode
+    forward, so memory holds two chunks (the one played as RGB, the next one decoded; `memory` bytes in
+    all, at least 25 frames each), whatever the video's length. The next chunk decodes while the one
+    before it plays, `pace` frames per frame played (sample.py and stream.py play what they read at once
+    or at 25 fps: the decoding stays even). With keyframes 250 frames apart (x264's default), chunks
+    of 25 decoded in one go cost ~5 decodes a frame played back, in bursts: too slow for stream.py at
+    576x768. A still repeats.
     """
-    chunk = max(25, memory // (3 * info.width * info.height))           # RGB bytes: decoded frames take half
+    chunk = max(25, memory // (9 * info.width * info.height // 2))     # RGB 3 bytes a pixel, decoded 1.5
     n = info.frames
     if n == 1:
         frame = next(read_frames(path))
         for _ in range(n_out):
             yield 0, frame
         return
+    spans = [(max(1, hi - chunk + 1), hi) for hi in range(n - 2, 0, -chunk)]        # backwards: n - 2 .. 1
     done = 0
     while done < n_out:
-        for i, frame in zip(range(n), read_frames(path, 0, info)):            # forwards: 0 .. n - 1
+        ahead = None
+        for i, frame in zip(range(n), read_frames(path, 0, info)):                   # forwards: 0 .. n - 1
+            if spans and i == max(0, n - chunk):
+                ahead = _Chunk(path, info, *spans[0])
             yield i, frame
             done += 1
-        for hi in range(n - 2, 0, -chunk):                                         # backwards: n - 2 .. 1
-            lo = max(1, hi - chunk + 1)
-            part = list(itertools.islice(read_frames(path, lo, info, lazy=True), hi - lo + 1))
-            while part:                          # hand frames over one by one: one chunk in memory at most
-                yield lo + len(part) - 1, rgb(part.pop())       # converted as played: no burst of work
+            ahead = ahead and ahead.step(pace)
+        for j in range(len(spans)):
+            part = (ahead or _Chunk(path, info, *spans[j])).step(float("inf"))
+            ahead = _Chunk(path, info, *spans[j + 1]) if j + 1 < len(spans) else None
+            while part.entries:
+                yield part.lo + len(part.entries) - 1, rgb(part.entries.pop())       # converted as played
                 done += 1
+                ahead = ahead and ahead.step(pace)
+            if done >= n_out:
+                return
 
 
 def rgb_frame(image, reuse=None):
