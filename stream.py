@@ -313,6 +313,7 @@ def main():
     if web:
         print(f"live page: http://{host}:{port}/", file=sys.stderr, flush=True)
     lag = lookahead + MEL_REACH + pose_frames        # frames between a frame's arrival and its edit
+    shown, first = collections.deque(maxlen=lag + 1), None   # when the last lag + 1 frames were output, the first
     ready = {}                                       # frame index -> (edited, unedited) crops, made ahead
     mel, heard, heard_from = LogMelStream(), torch.zeros(0, 80), 0   # the recent log-mel, from video frame heard_from
     waiting = collections.deque()                    # (arrival time, index, frame, box) not yet edited
@@ -321,11 +322,10 @@ def main():
     last = None
     t_start = time.perf_counter()
     recent = collections.deque(maxlen=25)
-    shown = []                                       # when each frame was output
     spent = collections.defaultdict(list)            # seconds per frame in each stage, for the summary
 
     def emit(t, frame, box, arrived, edit):
-        nonlocal last, done, dropped, heard, heard_from
+        nonlocal last, done, dropped, heard, heard_from, first
         clock = [time.perf_counter()]
         tick = lambda stage: (clock.append(time.perf_counter()), spent[stage].append(clock[-1] - clock[-2]))
         if edit:
@@ -350,6 +350,7 @@ def main():
         now = time.perf_counter()
         recent.append(now)
         shown.append(now)
+        first = first or now
         if rec is not None:
             rec.put("frame", last)
         done += 1
@@ -404,8 +405,8 @@ def main():
             web.close()
     elapsed = time.perf_counter() - t_start
     # the output's pace while the input was live (the last `lag` frames come at once when a file ends)
-    live = shown[:-lag] if len(shown) > lag + 1 else shown
-    pace = (len(live) - 1) / max(live[-1] - live[0], 1e-6) if len(live) > 1 else 0.0
+    live, until = (done - lag, shown[0]) if done > lag + 1 else (done, shown[-1] if shown else first)
+    pace = (live - 1) / max(until - first, 1e-6) if live > 1 else 0.0
     print(f"\n{done} frames in {elapsed:.1f} s, output at {pace:.1f} FPS, {dropped} dropped"
           + (f"; recorded {record}" if record else ""))
     if spent:                                        # means: a pose call serves pose_frames frames
