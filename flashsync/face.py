@@ -170,8 +170,8 @@ def edit_masks(face, recon, source, region=PASTE, change=(8.0, 20.0), replace=(1
 
     m: the edit changed something: mean |face - recon| over a 3x3 neighbourhood above 8-20
        grey levels (recon: the crop through the autoencoder unedited; away from the mouth, less
-       recon's own contrast there); add the change there. (3-10 pasted the editor's faint
-       redrawing of the cheeks too: on the 256 px demo 38.3 dB outside the mouth after the codec,
+       recon's own contrast there); add the change there. (3-10 also pasted faint changes
+       beside the mouth: on the 256 px demo 38.3 dB outside the mouth after the codec,
        1.9 from its floor; 8-20 and 16-40 below: 39.4 dB, the mouth reading the same, r 0.81.)
     g <= m: the mouth must be replaced: it changed a lot, or, inside MOUTH, the source crop
        differs strongly (16-40 grey levels) from the edited one (an old open mouth where the

@@ -161,6 +161,8 @@ class LipSync:
         mel = log_mel(audio)                                          # (4T, 80)
         if lookahead < 0:
             return self._offline(mel, n, steps, seed)
+        if group < 1:
+            raise UserError(f"--pose_frames={group}: give 1 or more")
         firsts = list(range(0, n, group))
         out = []
         for i in range(0, len(firsts), batch):

@@ -6,7 +6,6 @@ t0 + k/25) is the source frame whose timestamp is nearest, which drops or repeat
 frames as needed and handles variable frame rate.
 """
 import dataclasses
-import itertools
 import struct
 import zlib
 
@@ -205,7 +204,7 @@ def rgb_frame(image, reuse=None):
     h, w = image.shape[:2]
     if reuse is None or (reuse.height, reuse.width) != (h, w):
         reuse = av.VideoFrame(w, h, "rgb24")
-    if reuse.planes[0].line_size != 3 * w:                         # rows padded for alignment: copy row by row
+    if reuse.planes[0].line_size != 3 * w:                         # rows padded for alignment: let av copy
         return av.VideoFrame.from_ndarray(image, format="rgb24")
     reuse.planes[0].update(image)
     return reuse

@@ -137,6 +137,7 @@ def inputs(tmp_path_factory):
     (dict(editor="ae"), "holds a 'ae' model; --editor needs a 'refine'"),
     (dict(pose="editor"), "holds a 'editor' model, but a 'pose' model is needed"),
     (dict(out="out.avi"), "give a name ending in .mp4"),
+    (dict(lookahead="2", pose_frames="0"), "--pose_frames=0: give 1 or more"),
 ])
 def test_sample_bad_input_is_one_line_and_no_file(tiny_ckpts, inputs, tmp_path, change, message):
     args = dict(video=str(inputs / "in.mp4"), audio=str(inputs / "speech.wav"), box="16,8,96,96",
