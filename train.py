@@ -66,6 +66,8 @@ interp = False                    # train the interpolation model (False: the ke
 keyframes = 8                     # T keyframes per window
 stride = 4                        # S frames between keyframes
 ks_channels = (64, 128)           # backbone widths at latent resolution and half of it
+ks_poses = False                  # condition also on the lips poses the pose model samples from the audio
+                                  # (backbone.PoseFeatures), beside its audio encoder's features
 p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^2) (the paper: 1.0, 1.2; see diffusion.py)
 p_std = 1.2
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its

@@ -12,4 +12,5 @@ max_steps = 1500
 lr = 1e-3
 warmup = 50
 eval_every = 400
+ks_poses = True                   # also the lips poses the pose model samples (r_driving 0.76 without)
 ema = 0.995

@@ -133,6 +133,32 @@ class Backbone(nn.Module):
         return self.out(x).unflatten(0, (b, t))                                            # (B, T, C_out, h, w)
 
 
+class PoseFeatures(nn.Module):
+    """Per-frame audio features that also say the mouth's shape: the FlashLips pose model's audio
+    encoder features (B, L, D) and, beside them, the lips poses its flow samples from that audio
+    (B, L, 12, normalised) -> (B, L, D + 12). Log-mel (B, 4L, 80) in, like AudioEncoder.
+
+    The diffusion models then condition on what FlashLips' editor is driven by, which a small
+    diffusion model trained for 1500 CPU steps could not get from the features alone (KeySync's
+    keyframes: r_driving 0.81 from the features). The flow starts from zero rather than noise, so
+    the poses are one deterministic function of the audio (a window's poses do not depend on a
+    seed), with no reference poses (the speaker's style comes from the reference latent) and the
+    pose model's audio guidance."""
+
+    def __init__(self, flow, steps=6, guidance=3.0):
+        super().__init__()
+        self.flow, self.steps = flow, steps
+        self.guidance = guidance if flow.cfg.audio_drop > 0 else 1.0
+
+    def forward(self, mel):
+        f = self.flow
+        n = -(-mel.shape[1] // 4)
+        refs = f.mean.expand(mel.shape[0], f.cfg.refs, -1)                   # (B, K, 12): normalised zeros
+        noise = torch.zeros(mel.shape[0], n, f.cfg.lips_dim, device=mel.device)
+        poses = f.sample(mel, refs, n, self.steps, noise=noise, guidance=self.guidance)
+        return torch.cat([f.features(mel), (poses - f.mean) / f.std], -1)    # (B, L, D + 12)
+
+
 class LatentVideoModel(nn.Module):
     """What KeySync's and KeyFace's models share around their Backbone: the demo's autoencoder and the
     FlashLips pose model's audio encoder, both frozen (why that encoder: keysync.py's docstring)."""

@@ -73,7 +73,7 @@ def build(kind, cfg, init):
             raise UserError("KeySync needs the trained FlashLips pose model (its audio encoder, and the "
                             "autoencoder under it): --init_from=out/pose/ckpt.pt")
         pose, ae = _pose_parts(init)
-        return KeySync(KeySyncConfig(**_video_config(cfg, pose, ae)), ae, pose.flow.audio)
+        return KeySync(KeySyncConfig(**_video_config(cfg, pose, ae)), ae, _audio(cfg, pose))
     if kind == "keyface":
         from flashsync.keyface import KeyFace, KeyFaceConfig
         if init is None or init.get("pose", {}).get("kind") != "pose" or init.get("events", {}).get("kind") != "events":
@@ -82,7 +82,7 @@ def build(kind, cfg, init):
         pose, ae = _pose_parts(init["pose"])
         events = build("events", init["events"]["config"], None)
         events.load_state_dict(init["events"]["ema"])
-        return KeyFace(KeyFaceConfig(**_video_config(cfg, pose, ae)), ae, pose.flow.audio, events)
+        return KeyFace(KeyFaceConfig(**_video_config(cfg, pose, ae)), ae, _audio(cfg, pose), events)
     if kind == "events":
         from flashsync.events import EventConfig, EventEncoder
         return EventEncoder(EventConfig(augment=cfg.get("audio_augment", True)))
@@ -103,11 +103,19 @@ def _pose_parts(init):
     return pose, ae
 
 
+def _audio(cfg, pose):
+    """The frozen audio features of a diffusion model: the pose model's audio encoder, with the lips
+    poses its flow samples beside them when the config says `ks_poses` (backbone.PoseFeatures)."""
+    from flashsync.backbone import PoseFeatures
+    return PoseFeatures(pose.flow) if cfg.get("ks_poses", False) else pose.flow.audio
+
+
 def _video_config(cfg, pose, ae):
     """The train.py settings KeySync's and KeyFace's configs share (latents: the autoencoder's)."""
     from flashsync.diffusion import EDMConfig
     return dict(resolution=cfg["resolution"], latent=ae.cfg.latent, interp=cfg["interp"], frames=cfg["keyframes"],
-                stride=cfg["stride"], channels=tuple(cfg["ks_channels"]), audio_dim=pose.flow.cfg.dim,
+                stride=cfg["stride"], channels=tuple(cfg["ks_channels"]),
+                audio_dim=pose.flow.cfg.dim + (pose.flow.cfg.lips_dim if cfg.get("ks_poses", False) else 0),
                 mouth_weight=cfg.get("mouth_weight", 2.0),
                 edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"]))
 

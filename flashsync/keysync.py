@@ -210,15 +210,17 @@ class Dubber:
     @torch.no_grad()
     def window(self, w, source, occluder, features, prev):
         """Window w: source latents (hop + 1, 4, h, w) of its frames (the first one shared with window
-        w - 1), their occluder masks (hop + 1, R, R) or None, audio features (hop + 1, A) of those
-        frames (with the W // 2 either side: (hop + 1 + 2 * (W // 2), A)), prev: the last window's final
-        keyframe latent (4, h, w) or None -> latents of all hop + 1 frames."""
+        w - 1), their occluder masks (hop + 1, R, R) or None, audio features of those frames for the
+        keyframe and the interpolation model (with the W // 2 either side: (hop + 1 + 2 * (W // 2), A)
+        each, or one tensor for both), prev: the last window's final keyframe latent (4, h, w) or None
+        -> latents of all hop + 1 frames."""
         kc, ic = self.key.cfg, self.interp.cfg
         dev, s = self.device, kc.stride
         half = kc.audio_window // 2
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + w)
         mask = edit_mask(occluder, source.shape[-1]).to(dev).expand(len(source), -1, -1, -1)   # (hop+1, 1, h, w)
-        feats = features[None].to(dev)
+        feats, feats_i = (features, features) if torch.is_tensor(features) else features
+        feats, feats_i = feats[None].to(dev), feats_i[None].to(dev)
         # keyframes
         idx = torch.arange(kc.frames) * s
         known = torch.zeros(1, kc.frames, dtype=torch.bool, device=dev)
@@ -234,7 +236,7 @@ class Dubber:
         src[:, 0], src[:, -1] = keys[:-1], keys[1:]
         known = torch.zeros(len(pairs), s + 1, dtype=torch.bool, device=dev)
         known[:, [0, -1]] = True
-        audio = torch.cat([audio_windows(feats, p + half, ic.audio_window) for p in pairs])
+        audio = torch.cat([audio_windows(feats_i, p + half, ic.audio_window) for p in pairs])
         noise = torch.randn(len(pairs), s + 1, *source.shape[1:], generator=g).to(dev)
         between = self.interp.sample(src, mask[pairs], self.ref.expand(len(pairs), -1, -1, -1), audio, known, noise,
                                      self.steps, self.s_ref, self.s_audio, self.start)     # (T - 1, S + 1, 4, h, w)
@@ -264,8 +266,11 @@ class Dubber:
             source = self.key.encode(torch.as_tensor(np.stack(held)).to(self.device))      # (hop + 1, 4, h, w)
             occ = None if occluders is None else torch.as_tensor(np.stack(held_occ))
             span = mel_span(mel, start - half - margin, hop + 1 + 2 * (half + margin))[None].to(self.device)
-            feats = self.key.audio(span)[0, margin:margin + hop + 1 + 2 * half]
-            lat = self.window(w, source, occ, feats, prev)
+            cut = slice(margin, margin + hop + 1 + 2 * half)
+            feats = self.key.audio(span)[0, cut]
+            # each model its own features (one with lips poses, the other without, is allowed)
+            feats_i = feats if self.interp.audio is self.key.audio else self.interp.audio(span)[0, cut]
+            lat = self.window(w, source, occ, (feats, feats_i), prev)
             prev = lat[-1]
             out = to_uint8(self.key.ae.decode(torch.cat([lat, source])).float()).cpu().numpy()
             first = 0 if w == 0 else 1                                   # frame `start` was emitted by window w - 1

@@ -65,7 +65,7 @@ def tiny_keysync(tiny_data, tiny_ckpts, tmp_path_factory):
     """KeySync's keyframe and interpolation models and the occlusion segmenter, a few train.py steps each,
     on the tiny FlashLips chain: {name: checkpoint path}."""
     out = tmp_path_factory.mktemp("keysync")
-    runs = {"key": ["--model=keysync", f"--init_from={tiny_ckpts['pose'][0]}", *KEYSYNC_TINY],
+    runs = {"key": ["--model=keysync", f"--init_from={tiny_ckpts['pose'][0]}", "--ks_poses=True", *KEYSYNC_TINY],
             "interp": ["--model=keysync", "--interp=True", f"--init_from={tiny_ckpts['pose'][0]}", *KEYSYNC_TINY],
             "occluder": ["--model=occluder"]}
     done = {}

@@ -139,6 +139,25 @@ def fits_one_batch(model, data, steps=120):
     return first, sum(float(model.loss(data)[0].detach()) for _ in range(8)) / 8
 
 
+def test_pose_features_are_the_encoder_and_the_sampled_poses():
+    from flashsync.backbone import PoseFeatures
+    from flashsync.pose import PoseFlow
+    torch.manual_seed(0)
+    flow = PoseFlow(PoseConfig(dim=32, audio_layers=1, flow_layers=1, audio_drop=0.3)).eval()
+    scramble(flow)
+    flow.std.fill_(2.0)
+    feats = PoseFeatures(flow, steps=3)
+    mel = torch.randn(2, 40, 80)                                   # 10 video frames
+    out = feats(mel)
+    assert out.shape == (2, 10, 32 + 12)
+    assert torch.equal(out[..., :32], flow.features(mel))
+    # the poses: the guided flow from zero, no reference poses, normalised; the same every call
+    poses = flow.sample(mel, flow.mean.expand(2, 4, -1), 10, 3, noise=torch.zeros(2, 10, 12), guidance=3.0)
+    assert torch.allclose(out[..., 32:], (poses - flow.mean) / flow.std)
+    assert torch.equal(feats(mel), out)
+    assert not torch.allclose(feats(torch.randn(2, 40, 80))[..., 32:], out[..., 32:], atol=1e-3)
+
+
 def test_each_model_fits_one_batch():
     for interp in (False, True):
         model = tiny(interp=interp)
@@ -162,10 +181,14 @@ def test_train_keysync_checkpoints_round_trip(tiny_keysync, tiny_ckpts):
     assert (model.cfg.frames, model.cfg.stride, model.cfg.length, model.cfg.span) == (3, 2, 3, 5)
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, key["ema"]["net." + k])
-    # the frozen audio encoder is the pose model's, the autoencoder the one under it
+    # the frozen audio features are the pose model's (the keyframe model's with its sampled lips poses:
+    # --ks_poses=True), the autoencoder the one under it
     pose = load_model(tiny_ckpts["pose"][0], "pose")
-    assert all(torch.equal(a, b) for a, b in zip(model.audio.state_dict().values(),
-                                                  pose.flow.audio.state_dict().values()))
+    assert model.cfg.audio_dim == pose.flow.cfg.dim + pose.flow.cfg.lips_dim
+    assert all(torch.equal(a, b) for a, b in zip(model.audio.flow.state_dict().values(),
+                                                  pose.flow.state_dict().values()))
+    bare = load_model(tiny_keysync["interp"], "keysync")
+    assert bare.cfg.audio_dim == pose.flow.cfg.dim and isinstance(bare.audio, type(pose.flow.audio))
     assert isinstance(load_model(tiny_keysync["occluder"], "occluder"), Segmenter)
 
 
