@@ -118,11 +118,16 @@ class Backbone(nn.Module):
         b, t, _, h, w = x.shape
         audio = torch.where(keep[:, None, None, None], audio, self.null.to(audio.dtype))    # (B, T, W, A)
         e = self.noise(sinusoid(c_noise * 250, self.cfg.emb))[:, None]                    # (B, 1, E)
-        e = e + self.audio_emb(audio.mean(2))                                               # (B, T, E)
+        # the frame's own audio feature, not the window's mean: a mean blurs the mouth over +-W/2 frames
+        # (+-80 ms, about a phoneme); KeySync's r_driving with the mean: 0.74, the centre: see the README
+        wlen = audio.shape[2]
+        e = e + self.audio_emb(audio[:, :, wlen // 2])                                      # (B, T, E)
         if extra is not None:
             e = e + extra
         e = e.flatten(0, 1)                                                                 # (B*T, E)
-        ctx = audio.flatten(0, 1)                                                           # (B*T, W, A)
+        # the window's features with their offsets from the frame, so attention knows which one is now
+        offsets = sinusoid(torch.arange(wlen, device=x.device) - wlen // 2, audio.shape[-1]).to(audio.dtype)
+        ctx = (audio + offsets).flatten(0, 1)                                               # (B*T, W, A)
         x = self.inp(x.flatten(0, 1))                                                       # (B*T, c0, h, w)
         skip = self.enc_t(self.enc(x, e), t, pos)
         x = self.mid1_t(self.mid1(self.down(skip), e), t, pos)                              # (B*T, c1, h/2, w/2)
