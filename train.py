@@ -199,9 +199,9 @@ def demo_video():
     print(f"paste-back at 256 px: lower face outside the mouth {got['outside_mouth_db']:.1f} dB (codec floor "
           f"{ref['outside_mouth_db']:.1f} dB), sharpness {got['sharpness']:.2f} of the source's; driven by silence "
           f"the mouth reads open in {100 * metrics.lipleak(silent):.1f} % of frames (LipLeak)", flush=True)
-    print("== python -m flashsync.eval --ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt --lookahead=-1 "
-          "(the full table, streaming rows too: python -m flashsync.eval)", flush=True)
-    run("-m flashsync.eval", "--ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt", "--lookahead=-1",
+    print("== python -m flashsync.eval --ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt --lookahead=-1 --noises= "
+          "(the full table, streaming rows and the speech with noise floors too: python -m flashsync.eval)", flush=True)
+    run("-m flashsync.eval", "--ckpt=out/refine/ckpt.pt,out/pose/ckpt.pt", "--lookahead=-1", "--noises=",
         "--out=out/demo_eval.json")
 
 
