@@ -1,11 +1,11 @@
-# KeySync interpolation model on SynthTalk 64x64, CPU: the 3 frames between two keyframes 4 apart.
+# KeySync interpolation model on SynthTalk 64x64, CPU: the frame between two keyframes 2 apart.
 # python train.py config/keysync_interp_synth.py
 model = "keysync"
 interp = True
 data_dir = "data/synth"
 out_dir = "out/keysync_interp"
 init_from = "out/pose/ckpt.pt"
-stride = 4
+stride = 2                         # as the keyframe model
 # the Dubber starts these frames from the keyframes blended over time, 7 of 10 Euler levels down
 # (sigma <= 0.12), so train where it is used: sigma ~ exp(N(-2.5, 1.0)) (1500 steps at the keyframe
 # model's sigmas: r 0.762, flicker 1.84; these 800: r 0.764, flicker 1.74, in half the time)
