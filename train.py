@@ -60,6 +60,7 @@ seq_len = 50                      # frames per training window (2 s)
 audio_augment = True              # train on random recordings of the speech: level, noise floors, rooms, bands
 phoneme_weight = 0.3              # auxiliary loss: name SynthTalk's phoneme of each frame from the audio (0: off)
 audio_drop = 0.3                  # chance a window trains without audio, for guidance at sampling (0: off)
+speech_rate = 1.0                 # > 1: each pose batch spoken 1/x .. x times as fast, voice scaled with it (1: off)
 # keysync, keyface (keyframe and interpolation latent diffusion; init_from: the pose model, for its audio encoder)
 events_from = "out/events/ckpt.pt"  # keyface: the audio-event encoder (silence / speech / laugh / sigh)
 interp = False                    # train the interpolation model (False: the keyframe model)

@@ -63,7 +63,8 @@ def build(kind, cfg, init):
                                     lips_dim=cfg["lips_dim"], augment=cfg.get("audio_augment", False),
                                     phonemes=len(NAMES) if cfg.get("phoneme_weight", 0) > 0 else 0,
                                     phoneme_weight=cfg.get("phoneme_weight", 0.0),
-                                    audio_drop=cfg.get("audio_drop", 0.0)), editor.lips)
+                                    audio_drop=cfg.get("audio_drop", 0.0), rate=cfg.get("speech_rate", 1.0)),
+                         editor.lips)
     if kind == "occluder":
         from flashsync.occluder import Segmenter, SegmenterConfig
         return Segmenter(SegmenterConfig(resolution=cfg["resolution"]))

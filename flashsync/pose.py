@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flashsync.audio import log_mel
-from flashsync.augment import augment, mask_bands
+from flashsync import SAMPLES_PER_FRAME
+from flashsync.augment import augment, change_rate, mask_bands
 from flashsync.nn import sinusoid, to_float
 
 
@@ -47,6 +48,7 @@ class PoseConfig:
     phonemes: int = 0              # > 0: an auxiliary head names each frame's phoneme from the audio features
     phoneme_weight: float = 0.3    # weight of its cross-entropy, where the data knows the phonemes (SynthTalk)
     audio_drop: float = 0.0        # chance a training window sees no audio (for classifier-free guidance)
+    rate: float = 1.0              # > 1: each training batch spoken 1/rate .. rate times as fast (augment.change_rate)
 
 
 def timestep_embedding(t, dim):
@@ -226,13 +228,17 @@ class PoseModel(nn.Module):
             self.flow.mean.copy_(flat.mean(0))
             self.flow.std.copy_(flat.std(0).clamp(min=1e-3))
             self.ready.fill_(1)
-        audio = batch["audio"]                                 # (B, L * 640)
+        audio, phoneme = batch["audio"], batch.get("phoneme")  # (B, L * 640), (B, L)
+        rate = self.flow.cfg.rate
+        if self.training and rate > 1:                         # a faster or slower talker: poses and refs alike
+            r = rate ** (2 * float(torch.rand(())) - 1)
+            audio, poses, phoneme = change_rate(audio, poses, phoneme, r, SAMPLES_PER_FRAME)
         if self.training and self.flow.cfg.augment:
             audio = augment(audio)                             # what a real microphone would have heard
         mel = log_mel(audio)                                   # (B, 4L, 80)
         if self.training and self.flow.cfg.augment:
             mel = mask_bands(mel)
-        loss, flow, aux = self.flow.loss(poses, mel, refs, phoneme=batch.get("phoneme"))
+        loss, flow, aux = self.flow.loss(poses, mel, refs, phoneme=phoneme)
         return loss, dict(flow=flow, phoneme=aux)
 
     forward = loss

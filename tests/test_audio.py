@@ -181,6 +181,29 @@ def test_augment_is_a_plausible_recording():
         assert np.corrcoef(ea.numpy(), eb.numpy())[0, 1] > 0.6
 
 
+def test_change_rate_moves_sound_and_tracks_together():
+    # a 1.25x faster talker: a 400 Hz tone becomes 500 Hz, a closure at frames 10-14 lands at 8-11
+    n = 25
+    t = torch.arange(n * 640) / 16000
+    tone = torch.sin(2 * math.pi * 400 * t)[None]                          # (1, N)
+    track = torch.zeros(1, n, 1)
+    track[0, 10:15] = 1.0                                                   # (1, L, 1)
+    labels = torch.arange(n)[None]
+    a, tr, lab = augment.change_rate(tone, track, labels, 1.25, 640)
+    assert a.shape == (1, 20 * 640) and tr.shape == (1, 20, 1) and lab.shape == (1, 20)
+    f = torch.fft.rfftfreq(a.shape[1], 1 / 16000)[torch.fft.rfft(a[0]).abs().argmax()]
+    assert abs(float(f) - 500.0) < 2.0
+    assert abs(float(a.pow(2).mean()) - float(tone.pow(2).mean())) < 0.01  # as loud
+    on = torch.nonzero(tr[0, :, 0] > 0.5).flatten().tolist()
+    assert on[0] in (8, 9) and on[-1] in (11, 12)
+    assert lab[0, 0] == 0 and lab[0, -1] in (23, 24) and (lab[0, 1:] > lab[0, :-1]).all()
+    # slower: more frames, lower voice
+    a, tr, _ = augment.change_rate(tone, track, None, 0.8, 640)
+    assert tr.shape[1] == 31 and a.shape[1] == 31 * 640
+    f = torch.fft.rfftfreq(a.shape[1], 1 / 16000)[torch.fft.rfft(a[0]).abs().argmax()]
+    assert abs(float(f) - 320.0) < 2.0
+
+
 def synth_speech(k):
     from flashsync import synth
     return synth.make_clip(40 + k, 0, seconds=1.0, res=16, nsv=0.0)["audio"]

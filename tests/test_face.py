@@ -123,3 +123,17 @@ def test_paste_enlarges_only_its_window_as_the_whole_crop_would_be():
         rows, cols = slice(s // 3, s - 2), slice(1, s // 2)
         part = face._resize_window(image.numpy(), s, rows, cols, mode)
         assert torch.allclose(part, whole.permute(1, 2, 0)[rows, cols], atol=1e-2)
+
+
+def test_paste_leaves_a_softened_jaw_line_beside_the_mouth():
+    # an edit that changed nothing, decoded soft (as the autoencoder draws any crop): the strong jaw edges
+    # beside the mouth differ from the source's, but they are not an old mouth, so nothing is pasted
+    r = 256
+    y, x = np.mgrid[0:r, 0:r] / r
+    frame = np.full((r, r, 3), 150, np.uint8)
+    frame[(y > 0.70 + 3.6 * (x - 0.5) ** 2) & (np.abs(x - 0.5) > 0.12)] = 40       # dark below two jaw curves
+    t = torch.from_numpy(frame).float().permute(2, 0, 1)[None]
+    soft = F.interpolate(F.interpolate(t, size=(24, 24), mode="area"), size=(64, 64), mode="bilinear")
+    soft = soft[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+    assert np.abs(soft.astype(int) - face.crop(frame, (0, 0, r, r), 64)).max() > 40     # the edge is softened
+    assert np.array_equal(face.paste(frame, soft, (0, 0, r, r), soft), frame)
