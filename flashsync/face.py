@@ -27,6 +27,7 @@ from flashsync.util import UserError, check_file, warn
 LOWER_FACE = (0.12, 0.56, 0.88, 1.0)
 MOUTH = (0.30, 0.60, 0.70, 0.80)
 PASTE = (0.24, 0.55, 0.76, 0.87)
+LIPS = (0.28, 0.56, 0.72, 0.78)      # the ellipse inscribed in it: where a mouth's lips and teeth lie, smiles too
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -195,10 +196,12 @@ def edit_masks(face, recon, source, region=PASTE, change=(8.0, 20.0), replace=(1
     dy = F.pad(rec[1:] - rec[:-1], (0, 0, 0, 0, 0, 1))
     edge = near(dx.abs() + dy.abs())                                        # (R, R) grey levels per pixel
     changed = changed - edge * (1 - region_mask(MOUTH, r, feather=r / 16))
-    # the source differs from any decoded crop at its strong edges (the autoencoder softens them): near
-    # the mouth that is the jaw line beside the chin, not an old mouth, so the same discount applies
-    # (256 px demo: lower face outside the mouth 37.4 -> 40.5 dB, codec floor 40.3; r 0.813 -> 0.807)
-    old = (near(f(face) - f(source)) - edge) * region_mask(MOUTH, r, feather=r / 32)
+    # the source differs from any decoded crop at its strong edges (the autoencoder softens them): around
+    # the LIPS ellipse that is the jaw line beside the chin, not an old mouth, so the same discount applies
+    # there (256 px demo: lower face outside the mouth 37.4 -> 40.5 dB, codec floor 40.3); inside it,
+    # where a real mouth's lips and teeth are, none does (with it there, sun.mp4's old smile showed through)
+    corners = 1 - region_mask(LIPS, r, feather=r / 32, oval=True)
+    old = (near(f(face) - f(source)) - edge * corners) * region_mask(MOUTH, r, feather=r / 32)
     k = max(1, r // 32)
     keep = region_mask(region, r, feather=r / 16, oval=oval)
     if hold is not None:
