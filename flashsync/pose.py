@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flashsync.audio import log_mel
 from flashsync import SAMPLES_PER_FRAME
+from flashsync.audio import log_mel
 from flashsync.augment import augment, change_rate, mask_bands
 from flashsync.nn import sinusoid, to_float
 
@@ -230,7 +230,7 @@ class PoseModel(nn.Module):
             self.ready.fill_(1)
         audio, phoneme = batch["audio"], batch.get("phoneme")  # (B, L * 640), (B, L)
         rate = self.flow.cfg.rate
-        if self.training and rate > 1:                         # a faster or slower talker: poses and refs alike
+        if self.training and rate > 1:                         # a faster or slower talker (the refs, a style, stay)
             r = rate ** (2 * float(torch.rand(())) - 1)
             audio, poses, phoneme = change_rate(audio, poses, phoneme, r, SAMPLES_PER_FRAME)
         if self.training and self.flow.cfg.augment:
