@@ -155,7 +155,9 @@ def augment(audio, generator=None, p_noise=0.8, p_reverb=0.3, p_band=0.3, p_colo
 
 def resample(audio, n):
     """Band-limited resampling of (B, N) audio to n samples (FFT: the spectrum cut or zero-padded). Played at
-    the same rate, the audio runs N / n times faster and every frequency moves up by that factor."""
+    the same rate, the audio runs N / n times faster and every frequency moves up by that factor.
+    (Not audio.resample: its polyphase filter needs rates with small common terms; a random speaking rate
+    has none, and one FFT serves the whole batch at any ratio.)"""
     spec = torch.fft.rfft(audio)
     k = n // 2 + 1
     spec = spec[:, :k] if spec.shape[1] >= k else torch.nn.functional.pad(spec, (0, k - spec.shape[1]))
