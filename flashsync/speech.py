@@ -208,6 +208,7 @@ def _band(freqs, centre, octaves):
 
 def _smooth(x, k):
     """Moving average over the first axis (k frames), same length."""
+    k = min(k, len(x))                       # np.convolve's "same" returns the longer of the two
     if k <= 1:
         return x
     kernel = np.ones(k) / k
