@@ -16,4 +16,5 @@ max_steps = 800
 lr = 1e-3
 warmup = 50
 eval_every = 400
+ks_poses = True                   # the keyframe model's audio features (KeyFace feeds both models the same)
 ema = 0.995

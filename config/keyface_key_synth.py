@@ -14,4 +14,5 @@ max_steps = 1500
 lr = 1e-3
 warmup = 50
 eval_every = 500
+ks_poses = True                   # also the lips poses the pose model samples from the audio, as KeySync's keyframes
 ema = 0.995
