@@ -7,6 +7,10 @@ the occluder as decoded, no occlusion handling, and the segmenter's IoU (see eva
 KeyFace (keyface_tables), one face image animated by speech:
     sync        r between the reader's mouth opening and the driving speech's true opening, on the
                 driving clip's speech frames (another test identity's speech)
+    nsv         the audio's laugh and sigh frames read as laughs and sighs on those faces
+                (expression.read_events; also on the speakers' own frames, the reader's own check)
+    emotion     r between asked-for and read valence, and arousal, within each face, over a 3 x 3
+                grid of held emotions (expression.emotion_r)
     drift       PSNR of the face above the mouth vs the identity image, per 10 s of a 60 s
                 generation: the first and the last bucket, with keyframes and without (the
                 ablation: keyframe chunks one after another, each conditioned on the last keyframe before)
@@ -17,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from flashsync import FPS, metrics, synth
+from flashsync import FPS, SAMPLES_PER_FRAME, expression, metrics, synth
 from flashsync.checkpoint import load_checkpoint, load_model
 from flashsync.eval import METHODS_FIXED, driver_of, suite, table
 from flashsync.events import CLASSES, accuracy
@@ -97,14 +101,15 @@ def drift(frames, identity, seconds=10):
             for i in range(0, len(frames), step)]
 
 
-def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=60, n_sync=8):
+def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=60, n_sync=8, n_emotion=4,
+                   emotion_seconds=3):
     """KeyFace's numbers on the SynthTalk test clips -> dict (also printed)."""
     t0 = time.time()
     key, interp = load_model(key_path, "keyface"), load_model(interp_path, "keyface")
     anim = Animator(key, interp, steps, 1.0, s_audio)
     out = {}
     # sync: each test identity's first frame, driven by another test identity's speech
-    opened, truth = [], []
+    opened, truth, nsv, nsv_truth, nsv_real = [], [], [], [], []
     picks = np.linspace(0, len(clips) - 1, min(n_sync, len(clips))).round().astype(int)
     for i in picks:
         drv = clips[driver_of(clips, i)]
@@ -112,7 +117,25 @@ def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=
         speaking = np.asarray(drv["gt"]["label"])[:len(frames)] == SPEECH
         opened.append(metrics.opening(frames)[speaking])
         truth.append(np.asarray(drv["gt"]["open"])[:len(frames)][speaking])
+        # laughs and sighs in the audio, read off the generated face (and off the speaker's own, the reader's check)
+        nsv.append(expression.read_events(frames))
+        nsv_truth.append(expression.events_truth(drv["gt"]["label"])[:len(frames)])
+        nsv_real.append(expression.read_events(drv["frames"])[:len(frames)])
     out["sync_r"] = metrics.pearson(np.concatenate(opened), np.concatenate(truth))
+    target = np.concatenate(nsv_truth)
+    out["nsv"] = expression.recall(np.concatenate(nsv), target)
+    out["nsv (reader on the speakers' own frames)"] = expression.recall(np.concatenate(nsv_real), target)
+    # emotion control: each face asked for every expression.GRID emotion over the same speech
+    feats, asked, faces = [], [], []
+    for i in picks[:n_emotion]:
+        audio = clips[driver_of(clips, i)]["audio"][:emotion_seconds * FPS * SAMPLES_PER_FRAME]
+        n = len(audio) // SAMPLES_PER_FRAME
+        for va in expression.GRID:
+            frames = np.stack(list(anim.run(clips[i]["frames"][0], audio, np.tile(np.float32(va), (n, 1)))))
+            feats.append(expression.emotion_features(frames))
+            asked.append(va)
+            faces.append(i)
+    out["emotion_r"] = dict(zip(("valence", "arousal"), expression.emotion_r(feats, asked, faces)))
     # drift over a long generation, with keyframes and without
     ident = clips[picks[0]]["frames"][0]
     speaker = clips[driver_of(clips, picks[0])]["meta"]["identity"]
@@ -134,6 +157,13 @@ def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=
               f"{d['first']:.2f} | {d['last']:.2f} | {d['last'] - d['first']:+.2f} |")
     print("audio events, frame accuracy per class on the test clips: " +
           ", ".join(f"{c} {100 * per[c]:.1f} %" for c in CLASSES))
+    e = out["emotion_r"]
+    print(f"emotion control: r(asked, read) valence {e['valence']:.3f}, arousal {e['arousal']:.3f} within each face "
+          f"({min(n_emotion, len(picks))} test faces x {len(expression.GRID)} emotions x {emotion_seconds} s; "
+          f"expression.read_face)")
+    for name, rec in (("generated", out["nsv"]), ("the speakers' own frames", out["nsv (reader on the speakers' own frames)"])):
+        print(f"laughs / sighs in the audio read as such on {name}: laugh {100 * rec['laugh']:.1f} %, "
+              f"sigh {100 * rec['sigh']:.1f} % (other frames read as neither: {100 * rec['other']:.1f} %)")
     print(f"({time.time() - t0:.0f} s)")
     return out
 
