@@ -9,9 +9,6 @@ batch_size = 16
 max_steps = 3000                  # 1500: the reader on its reconstructions r 0.85 with the truth; 3000: 0.90
 ae_crop = 48                      # 48 px windows, half on the mouth: 77 vs 122 ms a step, and better: test PSNR
                                   # 30.97 vs 30.00 dB, reader on reconstructions r 0.92 vs 0.86 (32 px: 48 ms, 29.92, 0.89)
-mouth_weight = 6.0                # extra L1 on the mouth box (train.py's default 2): the reader on reconstructions of
-                                  # 8 cross-driven test pairs r 0.968 -> 0.973 (the dark-lipped demo source 0.919 -> 0.941,
-                                  # as 6000 steps at 2 buy), the editor driven by the true lips vectors 0.949 -> 0.961
 lr = 2e-3
 eval_every = 1500
 ema = 0.995
