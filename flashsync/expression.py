@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flashsync import face, synth
+from flashsync import face, metrics, synth
 from flashsync.speech import LAUGH, SIGH
 
 READ_RES = 64
@@ -148,7 +148,7 @@ def emotion_r(feats, asked, faces, slopes=None):
     faces = np.asarray(faces)
     read = _centred(feats, faces) @ (SLOPES if slopes is None else slopes)
     want = _centred(asked, faces)
-    return tuple(float(np.corrcoef(read[:, k], want[:, k])[0, 1]) for k in (0, 1))
+    return tuple(metrics.pearson(read[:, k], want[:, k]) for k in (0, 1))
 
 
 GRID = [(v, a) for v in (-0.8, 0.0, 0.8) for a in (-0.8, 0.0, 0.8)]
