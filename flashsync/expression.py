@@ -135,7 +135,7 @@ def _centred(x, faces):
 
 
 def fit_slopes(feats, truth, faces):
-    """Least squares from face-centred features (N, 4) to face-centred (valence, arousal) (N, 2) -> (4, 2)."""
+    """Least squares from face-centred features (N, 5) to face-centred (valence, arousal) (N, 2) -> (5, 2)."""
     x, y = _centred(feats, faces), _centred(truth, faces)
     scale = x.std(0) + 1e-9
     w, *_ = np.linalg.lstsq(x / scale, y, rcond=None)
@@ -143,7 +143,7 @@ def fit_slopes(feats, truth, faces):
 
 
 def emotion_r(feats, asked, faces, slopes=None):
-    """r between read and asked-for valence, and arousal, within each face: feats (N, 4), asked (N, 2),
+    """r between read and asked-for valence, and arousal, within each face: feats (N, 5), asked (N, 2),
     faces (N,) -> (r_valence, r_arousal)."""
     faces = np.asarray(faces)
     read = _centred(feats, faces) @ (SLOPES if slopes is None else slopes)
@@ -155,7 +155,7 @@ GRID = [(v, a) for v in (-0.8, 0.0, 0.8) for a in (-0.8, 0.0, 0.8)]
 
 
 def truth_set(identities, seconds=3.0, res=64):
-    """SynthTalk's own faces holding each GRID emotion while speaking -> feats (N, 4), truth (N, 2), faces (N,)."""
+    """SynthTalk's own faces holding each GRID emotion while speaking -> feats (N, 5), truth (N, 2), faces (N,)."""
     feats, truth, faces = [], [], []
     for i in identities:
         for k, (v, a) in enumerate(GRID):
@@ -167,9 +167,12 @@ def truth_set(identities, seconds=3.0, res=64):
 
 
 def calibrate(n=40):
-    """Fit SLOPES on n training identities (what the constant above holds) -> (4, 2)."""
-    ids = [i for i in range(10 * n) if synth.split_of(i) == "train"][:n]
-    return fit_slopes(*truth_set(ids))
+    """Fit SLOPES on n training identities (what the constant above holds) -> (5, 2)."""
+    return fit_slopes(*truth_set(_training_ids(n)))
+
+
+def _training_ids(n):
+    return [i for i in range(10 * n) if synth.split_of(i) == "train"][:n]
 
 
 # ----------------------------------------------------------------------------- laughs and sighs
@@ -247,8 +250,7 @@ def event_set(identities, seconds=8.0, res=64, nsv=0.6):
 
 def calibrate_events(n=40):
     """Fit EVENT_W on n training identities (what the constant above holds) -> (7, 3)."""
-    ids = [i for i in range(10 * n) if synth.split_of(i) == "train"][:n]
-    return fit_events(*event_set(ids))
+    return fit_events(*event_set(_training_ids(n)))
 
 
 def recall(read, target):
