@@ -69,8 +69,12 @@ stride = 4                        # S frames between keyframes
 ks_channels = (64, 128)           # backbone widths at latent resolution and half of it
 ks_poses = False                  # condition also on the lips poses the pose model samples from the audio
                                   # (backbone.PoseFeatures), beside its audio encoder's features
+p_true = 0.0                      # with ks_poses: the fraction of windows trained on the frames' own lips poses
+true_noise = 0.3                  # plus this much noise (LatentVideoModel.train_features)
 p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^2) (the paper: 1.0, 1.2; see diffusion.py)
 p_std = 1.2
+other_clip = False                # keyface: the identity image from another clip of the same person (its
+                                  # expression is not the window's, so the emotion must come from the condition)
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
                                   # latent cells, what the audio decides)
 # optimisation
@@ -368,7 +372,8 @@ def main():
     if ddp and cache and not first:
         dist.barrier()
     train_data, val_data = [FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
-                                         gap=gap, cache=cache.format(split), occluded=occluded)
+                                         gap=gap, cache=cache.format(split), occluded=occluded,
+                                         other_clip=other_clip)
                             for split in ("train", "val")]
     if ddp and cache and first:
         dist.barrier()

@@ -17,4 +17,5 @@ lr = 1e-3
 warmup = 50
 eval_every = 400
 ks_poses = True                   # the keyframe model's audio features (KeyFace feeds both models the same)
+other_clip = True                 # the identity image from the person's other clip: another expression
 ema = 0.995

@@ -15,4 +15,5 @@ lr = 1e-3
 warmup = 50
 eval_every = 500
 ks_poses = True                   # also the lips poses the pose model samples from the audio, as KeySync's keyframes
+other_clip = True                 # the identity image from the person's other clip: another expression
 ema = 0.995

@@ -150,10 +150,15 @@ class PoseFeatures(nn.Module):
     seed), with no reference poses (the speaker's style comes from the reference latent) and the
     pose model's audio guidance."""
 
-    def __init__(self, flow, steps=6, guidance=3.0):
+    def __init__(self, flow, steps=6, guidance=3.0, lips=None):
         super().__init__()
         self.flow, self.steps = flow, steps
         self.guidance = guidance if flow.cfg.audio_drop > 0 else 1.0
+        self.lips = lips            # the editor's lips encoder (frozen), when training on the frames' own poses
+
+    def true_poses(self, x):
+        """Frames (N, 3, R, R) in [-1, 1] -> their own lips poses, normalised as the sampled ones (N, 12)."""
+        return (self.lips(x) - self.flow.mean) / self.flow.std
 
     def forward(self, mel):
         f = self.flow
@@ -188,3 +193,22 @@ class LatentVideoModel(nn.Module):
     def features(self, audio):
         """16 kHz audio (B, L * 640) -> per-frame audio features (B, L, A), full context."""
         return self.audio(log_mel(audio))[:, :audio.shape[-1] // 640]
+
+    @torch.no_grad()
+    def train_features(self, audio, z, p_true=0.0, noise=0.0):
+        """Training's audio features of windows with latents z (B, L, 4, h, w): `features`, but in a
+        fraction p_true of the windows the lips poses beside them are the frames' own (the lips encoder
+        on the decoded latents) plus Gaussian noise: a clean signal of the mouth's shape to learn to
+        follow, where the flow's samples are right only on average; sampling still draws them from the
+        audio, as FlashLips' editor, trained on true poses, is driven by sampled ones."""
+        f = self.features(audio)
+        if p_true <= 0 or getattr(self.audio, "lips", None) is None:
+            return f
+        pick = torch.rand(z.shape[0], device=f.device) < p_true                    # (B,) the windows to change
+        if not pick.any():
+            return f
+        zp = z[pick]                                                                # (P, L, 4, h, w)
+        frames = self.ae.decode(zp.flatten(0, 1).to(f.dtype)).clamp(-1, 1)                 # (P * L, 3, R, R)
+        true = self.audio.true_poses(frames).unflatten(0, zp.shape[:2])                    # (P, L, 12)
+        f[pick, :, -true.shape[-1]:] = (true + noise * torch.randn_like(true)).to(f.dtype)
+        return f

@@ -108,7 +108,9 @@ def _audio(cfg, pose):
     """The frozen audio features of a diffusion model: the pose model's audio encoder, with the lips
     poses its flow samples beside them when the config says `ks_poses` (backbone.PoseFeatures)."""
     from flashsync.backbone import PoseFeatures
-    return PoseFeatures(pose.flow) if cfg.get("ks_poses", False) else pose.flow.audio
+    if not cfg.get("ks_poses", False):
+        return pose.flow.audio
+    return PoseFeatures(pose.flow, lips=pose.lips if cfg.get("p_true", 0) > 0 else None)
 
 
 def _video_config(cfg, pose, ae):
@@ -117,7 +119,8 @@ def _video_config(cfg, pose, ae):
     return dict(resolution=cfg["resolution"], latent=ae.cfg.latent, interp=cfg["interp"], frames=cfg["keyframes"],
                 stride=cfg["stride"], channels=tuple(cfg["ks_channels"]),
                 audio_dim=pose.flow.cfg.dim + (pose.flow.cfg.lips_dim if cfg.get("ks_poses", False) else 0),
-                mouth_weight=cfg.get("mouth_weight", 2.0),
+                mouth_weight=cfg.get("mouth_weight", 2.0), p_true=cfg.get("p_true", 0.0),
+                true_noise=cfg.get("true_noise", 0.3),
                 edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"]))
 
 

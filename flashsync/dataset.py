@@ -143,6 +143,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return item
 
 
+def _meta(root, name):
+    with open(os.path.join(root, "clips", name, "meta.json")) as fh:
+        return json.load(fh)
+
+
 class FrameSampler:
     """Random training batches of frames with K reference frames from the same clip.
 
@@ -158,7 +163,9 @@ class FrameSampler:
     there. Always occluder
     (n, L, R, R) bool: the window's occluder masks (the target's, L = 1; all False for clips
     without one). gap=L keeps references out of the window. occluded: the fraction of targets
-    drawn from frames that show an occluder (for the occlusion segmenter).
+    drawn from frames that show an occluder (for the occlusion segmenter). other_clip: the references
+    come from another clip of the same person (meta.json's "identity") where there is one, so they
+    share the person but not the clip's expression (KeyFace: the emotion must come from its condition).
     features: a function of uint8 frames (N, R, R, 3) -> (N, ...) computed once per clip at the start
     (say, a frozen lips encoder or autoencoder); then the windows come as video_features (n, L, ...)
     and refs_features (n, K, ...) instead of pixels; with L = 1 as target_features (n, ...) and
@@ -168,7 +175,8 @@ class FrameSampler:
     saves the data position (exact resume).
     """
 
-    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache="", occluded=0.0):
+    def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache="", occluded=0.0,
+                 other_clip=False):
         self.root, self.refs, self.length, self.group, self.gap = root, refs, length, group, gap
         self.occluded = occluded
         self.resolution, self.clips = split_clips(root, split)
@@ -178,12 +186,15 @@ class FrameSampler:
         # frames that show an occluder, per clip: `occluded` of the targets come from them (a rare class)
         self.shown = [np.nonzero(np.asarray(o).reshape(len(o), -1).any(1))[0] if o is not None and occluded > 0
                       else np.zeros(0, int) for o in self.occluders]
+        self.siblings = [[] for _ in self.clips]         # per clip: the other clips of its person
+        if other_clip:
+            person = [_meta(root, c["name"]).get("identity", c["name"]) for c in self.clips]
+            self.siblings = [[j for j, q in enumerate(person) if q == p and j != i] for i, p in enumerate(person)]
         self.tracks = {}
         if length > 1:                                   # the truth, frame by frame, where it is known
             self.tracks = {k: [] for k in TRACKS}
             for c, f in zip(self.clips, self.frames):
-                with open(os.path.join(root, "clips", c["name"], "meta.json")) as fh:
-                    gt = json.load(fh).get("gt", {})
+                gt = _meta(root, c["name"]).get("gt", {})
                 for k, (dtype, missing) in TRACKS.items():
                     self.tracks[k].append(np.asarray(gt.get(k, np.full(len(f), missing)), dtype))
         self.features = None
@@ -225,9 +236,14 @@ class FrameSampler:
             free = [i for i in range(len(f)) if all(abs(i - t) > self.gap for t in ts)] or list(range(len(f)))
             pick = lambda v: free[min(int(v * len(free)), len(free) - 1)]
             rs = sorted(pick(v) for v in u[k, g:g + self.refs].tolist())
-            refs.append(f[rs])
+            rc = c
+            if self.siblings[c]:                         # the same person in another clip: any of its frames
+                rc = self.siblings[c][int(u[k, g] * len(self.siblings[c])) % len(self.siblings[c])]
+                rs = sorted(min(int(v * len(self.frames[rc])), len(self.frames[rc]) - 1)
+                            for v in u[k, g:g + self.refs].tolist())
+            refs.append(self.frames[rc][rs])
             if self.features is not None:
-                ref_feat.append(self.features[c][rs])
+                ref_feat.append(self.features[rc][rs])
             for j, t in enumerate(ts):
                 clip.append(c)
                 frame.append(t)

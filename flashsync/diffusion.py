@@ -116,6 +116,17 @@ def euler(denoiser, noise, cfg, steps=10, replace=None, init=None, start=0):
     return fix(x)
 
 
+def shared_noise(noise, shared, seed):
+    """Starting noise of video frames (..., C, h, w) whose fraction `shared` of the variance is one draw
+    (from `seed`) that every frame has in common: still N(0, 1) per frame, but frames that start alike
+    are drawn alike wherever the conditions leave the sampler free (the regenerated cheeks and chin
+    of KeySync stop flickering). shared = 0: independent frames."""
+    if shared <= 0:
+        return noise
+    common = torch.randn(noise.shape[-3:], generator=torch.Generator().manual_seed(seed)).to(noise.device)
+    return (1 - shared) ** 0.5 * noise + shared ** 0.5 * common
+
+
 def guide(d_null, d_ref, d_full, s_ref, s_audio):
     """Multi-condition guidance on denoised outputs (equivalently on ε, the weights sum to 1)."""
     return d_null + s_ref * (d_ref - d_null) + s_audio * (d_full - d_ref)

@@ -111,6 +111,25 @@ def test_emotion_changes_the_output_and_unknown_is_its_own():
     assert torch.equal(model.extra(torch.zeros(1, 3, 2), ev, off), model.extra(torch.zeros(1, 3, 2), ev * 2, off))
 
 
+def test_guidance_gives_the_emotion_to_the_full_pass_only(monkeypatch):
+    """With guidance the asked emotion is in the reference + audio pass only, so s_audio guides it too;
+    without guidance (one pass) it is given as it is."""
+    model = tiny()
+    seen = []
+    extra = model.extra
+    monkeypatch.setattr(model, "extra", lambda emo, ev, on: seen.append((emo.clone(), on.clone())) or extra(emo, ev, on))
+    h, t = 8, 3
+    args = (torch.randn(1, 4, h, h), torch.zeros(1, t, 4, h, h), torch.zeros(1, t, dtype=torch.bool),
+            torch.randn(1, t, 5, 32), torch.full((1, t, 4), 0.25), torch.full((1, t, 2), 0.7))
+    x, sigma = torch.randn(1, t, 4, h, h), torch.ones(1)
+    model.denoiser(*args, s_audio=4.0)(x, sigma)
+    emo, on = seen[-1]
+    assert emo.shape[0] == 3 and on.tolist() == [False, False, True]
+    assert emo[:2].isnan().all() and torch.equal(emo[2], args[-1][0])
+    model.denoiser(*args, s_ref=1.0, s_audio=1.0)(x, sigma)
+    assert torch.equal(seen[-1][0], args[-1])
+
+
 def test_each_model_fits_one_batch():
     for interp in (False, True):
         model = tiny(interp=interp)

@@ -158,6 +158,41 @@ def test_pose_features_are_the_encoder_and_the_sampled_poses():
     assert not torch.allclose(feats(torch.randn(2, 40, 80))[..., 32:], out[..., 32:], atol=1e-3)
 
 
+def test_training_on_the_frames_own_poses():
+    """p_true: in those windows the pose columns are the lips encoder's reading of the decoded window
+    frames (normalised as the flow's samples), the audio columns untouched; p_true 0 changes nothing."""
+    from flashsync.backbone import PoseFeatures
+    from flashsync.editor import LipsEncoder
+    from flashsync.pose import PoseFlow
+    model = tiny()
+    flow = PoseFlow(PoseConfig(dim=32, audio_layers=1, flow_layers=1)).eval()
+    scramble(flow)
+    lips = LipsEncoder().eval()
+    model.audio = PoseFeatures(flow, steps=2, lips=lips)
+    b = batch(model)
+    plain = model.features(b["audio"])
+    assert torch.equal(model.train_features(b["audio"], b["video_features"], 0.0), plain)
+    own = model.train_features(b["audio"], b["video_features"], 1.0, noise=0.0)
+    frames = model.ae.decode(b["video_features"].flatten(0, 1)).clamp(-1, 1)
+    want = ((lips(frames) - flow.mean) / flow.std).unflatten(0, (2, model.cfg.span))
+    assert torch.equal(own[..., :32], plain[..., :32])
+    assert torch.allclose(own[..., 32:], want, atol=1e-5)
+    assert not torch.allclose(own[..., 32:], plain[..., 32:], atol=1e-3)
+
+
+def test_shared_noise_keeps_unit_variance_and_correlates_frames():
+    e = torch.randn(4000, 2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(diffusion.shared_noise(e, 0.0, 1), e)
+    x = diffusion.shared_noise(e, 0.8, 1)
+    # per frame still N(0, 1) over draws of the frame's own noise; the same seed, the same common part
+    assert abs(float(x.std()) - 1) < 0.1
+    assert torch.equal(x, diffusion.shared_noise(e, 0.8, 1))
+    r = torch.corrcoef(torch.stack([(x[:, 0] - x[:, 0].mean(0)).flatten(), (x[:, 1] - x[:, 1].mean(0)).flatten()]))
+    assert abs(float(r[0, 1])) < 0.05                        # frames' own parts independent
+    d = (x[:, 0] - x[:, 1]).var()                             # frames differ by their own parts only: 2 (1 - 0.8)
+    assert abs(float(d) - 0.4) < 0.02
+
+
 def test_each_model_fits_one_batch():
     for interp in (False, True):
         model = tiny(interp=interp)

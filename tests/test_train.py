@@ -73,6 +73,23 @@ def test_editor_cached_latents_give_the_same_loss(tiny_data):
         assert torch.allclose(a, b, atol=1e-5), (a, b)
 
 
+def test_other_clip_refs_show_the_same_person_in_another_clip(tiny_data):
+    """KeyFace's identity image from the person's other clip: every reference is a frame of a sibling clip
+    (same identity, another name), never of the window's own clip."""
+    from flashsync.dataset import load_clip
+    data = FrameSampler(tiny_data, "train", length=5, gap=5, other_clip=True)
+    batch = data.batch(6, torch.Generator().manual_seed(0))
+    for k, c in enumerate(batch["clip"].tolist()):
+        name = data.clips[c]["name"]
+        frames = {n: np.asarray(load_clip(tiny_data, n)[0]) for n in (q["name"] for q in data.clips)
+                  if load_clip(tiny_data, n)[2]["identity"] == load_clip(tiny_data, name)[2]["identity"]}
+        assert len(frames) == 2
+        other = next(f for n, f in frames.items() if n != name)
+        for r in batch["refs"][k].numpy():
+            assert any(np.array_equal(r, f) for f in other)
+            assert not any(np.array_equal(r, f) for f in frames[name])
+
+
 def test_editor_residual_and_one_batch_overfit(tiny_data):
     torch.manual_seed(0)
     ae = Autoencoder(AEConfig(resolution=32, channels=(8, 8, 16)))
