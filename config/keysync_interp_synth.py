@@ -6,8 +6,8 @@ data_dir = "data/synth"
 out_dir = "out/keysync_interp"
 init_from = "out/pose/ckpt.pt"
 stride = 2                         # as the keyframe model
-# the Dubber starts these frames from the keyframes blended over time, 7 of 10 Euler levels down
-# (sigma <= 0.12), so train where it is used: sigma ~ exp(N(-2.5, 1.0)) (1500 steps at the keyframe
+# the Dubber starts these frames from the keyframes blended over time, 8 of 10 Euler levels down
+# (sigma <= 0.02), so train where it is used: sigma ~ exp(N(-2.5, 1.0)) (1500 steps at the keyframe
 # model's sigmas: r 0.762, flicker 1.84; these 800: r 0.764, flicker 1.74, in half the time)
 p_mean = -2.5
 p_std = 1.0
