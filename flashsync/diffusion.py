@@ -69,13 +69,20 @@ def sample_sigma(n, cfg, generator=None, device=None):
     return (cfg.p_mean + cfg.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
 
-def loss(net, x0, cfg, weight=None, generator=None, prepare=None, **cond):
+def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, **cond):
     """EDM training loss of clean latents x0 (B, ...): || F(c_in x; σ) - (x0 - c_skip x) / c_out ||²,
     averaged with `weight` (broadcastable to x0; say, where the edit mask is) -> scalar.
-    prepare(x): what the network sees instead of the noisy x (KeySync: the source put back outside the mask)."""
+    prepare(x): what the network sees instead of the noisy x (KeySync: the source put back outside the mask).
+    shared > 0, video x0 (B, T, ...): half the windows get noise whose fraction `shared` their frames have in
+    common (`shared_noise`), so a sampler that starts from such noise asks nothing the model has not seen."""
     b = x0.shape[0]
     sigma = sample_sigma(b, cfg, generator, x0.device)
-    x = x0 + _b(sigma, x0) * torch.randn(x0.shape, generator=generator, device=x0.device)
+    e = torch.randn(x0.shape, generator=generator, device=x0.device)
+    if shared > 0:
+        common = torch.randn(x0[:, :1].shape, generator=generator, device=x0.device)        # (B, 1, ...)
+        on = _b(torch.rand(b, generator=generator, device=x0.device) < 0.5, x0)
+        e = torch.where(on, (1 - shared) ** 0.5 * e + shared ** 0.5 * common, e)
+    x = x0 + _b(sigma, x0) * e
     if prepare is not None:
         x = prepare(x)
     c_skip, c_out, c_in, c_noise = precondition(sigma, cfg.sigma_data)

@@ -58,6 +58,7 @@ class KeySyncConfig:
     mouth_weight: float = 2.0      # extra loss weight on the mouth box's latent cells
     p_true: float = 0.0            # with ks_poses: windows trained on the frames' own lips poses (train_features)
     true_noise: float = 0.3        # and the noise added to them (normalised units)
+    shared: float = 0.0            # training noise: half the windows with this part shared by their frames
     edm: diffusion.EDMConfig = dataclasses.field(default_factory=diffusion.EDMConfig)
 
     @property
@@ -149,7 +150,7 @@ class KeySync(LatentVideoModel):
         cond = self.conditions(x0, mask, ref, known)
         weight = mask * (1 + cfg.mouth_weight * self.mouth)
         loss = diffusion.loss(self.forward_net, x0, cfg.edm, weight=weight,
-                              prepare=lambda x: mask * x + (1 - mask) * x0,
+                              prepare=lambda x: mask * x + (1 - mask) * x0, shared=cfg.shared,
                               cond=cond, audio=audio, keep=keep_audio)
         return loss, {}
 
@@ -200,7 +201,9 @@ class Dubber:
         # 8: 1.70; 9, σ 0.002, where the model hardly acts and the blend is the output: 1.61; r 0.856-0.857)
         self.start = round(start * steps / 10)
         # the part of every frame's starting noise all frames share (diffusion.shared_noise): 0 -> 0.8
-        # on 14 test clips, r_driving 0.825 -> 0.850, flicker 2.03 -> 1.92 (0.95 and 1: no further)
+        # on 14 test clips, r_driving 0.825 -> 0.850, flicker 2.03 -> 1.92 (0.95 and 1: no further); a
+        # keyframe model trained on independent noise only leaves fixed colour specks with it on real
+        # footage: train with `shared` (config/keysync_key_synth.py)
         self.shared = shared
         self.ref = None
 

@@ -127,3 +127,25 @@ def test_loss_is_lowest_for_the_exact_denoiser():
     x0 = mu + s * torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
     losses = [float(diffusion.loss(net(k), x0, cfg, generator=torch.Generator().manual_seed(1))) for k in (1.0, 0.8, 1.2)]
     assert losses[0] < min(losses[1:]), losses
+
+
+def test_loss_trains_half_the_windows_on_shared_noise():
+    """shared > 0: half the windows (B, T, ...) are noised with a part their frames share, as the KeySync
+    sampler starts them; the other half, and every window with shared 0, independently."""
+    cfg = EDMConfig()
+    seen = []
+
+    def net(x_in, c_noise):
+        sigma = (4 * c_noise).exp()
+        seen.append(x_in / diffusion.precondition(sigma, 1.0)[2][:, None, None] / sigma[:, None, None])   # the noise
+        return torch.zeros_like(x_in)
+    x0 = torch.zeros(2000, 2, 64)
+    for shared in (0.0, 0.8):
+        diffusion.loss(net, x0, cfg, generator=torch.Generator().manual_seed(0), shared=shared)
+        e = seen[-1]
+        assert abs(float(e.std()) - 1) < 0.02
+        r = torch.nn.functional.cosine_similarity(e[:, 0], e[:, 1], dim=-1)       # per window, frame 0 vs 1
+        together = (r > 0.4).float().mean()
+        assert (abs(float(together) - 0.5) < 0.05) if shared else float(together) < 0.01
+        if shared:
+            assert abs(float(r[r > 0.4].mean()) - 0.8) < 0.05
