@@ -81,7 +81,7 @@ def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, **
     if shared > 0:
         common = torch.randn(x0[:, :1].shape, generator=generator, device=x0.device)        # (B, 1, ...)
         on = _b(torch.rand(b, generator=generator, device=x0.device) < 0.5, x0)
-        e = torch.where(on, (1 - shared) ** 0.5 * e + shared ** 0.5 * common, e)
+        e = torch.where(on, mix(e, common, shared), e)
     x = x0 + _b(sigma, x0) * e
     if prepare is not None:
         x = prepare(x)
@@ -131,6 +131,11 @@ def shared_noise(noise, shared, seed):
     if shared <= 0:
         return noise
     common = torch.randn(noise.shape[-3:], generator=torch.Generator().manual_seed(seed)).to(noise.device)
+    return mix(noise, common, shared)
+
+
+def mix(noise, common, shared):
+    """N(0, 1) noise whose fraction `shared` of the variance is `common` (broadcast against it)."""
     return (1 - shared) ** 0.5 * noise + shared ** 0.5 * common
 
 

@@ -125,7 +125,7 @@ class KeyFace(LatentVideoModel):
         cond = self.conditions(identity, x0, known)
         weight = (~known)[:, :, None, None, None] * (1 + cfg.mouth_weight * self.mouth)
         loss = diffusion.loss(self.forward_net, x0, cfg.edm, weight=weight,
-                              prepare=lambda x: torch.where(known[:, :, None, None, None], x0, x),
+                              prepare=lambda x: torch.where(known[:, :, None, None, None], x0, x), shared=cfg.shared,
                               cond=cond, audio=audio, keep=keep_audio, extra=self.extra(emotion, events, keep_audio))
         return loss, {}
 
