@@ -72,6 +72,7 @@ ks_poses = False                  # condition also on the lips poses the pose mo
 p_true = 0.0                      # with ks_poses: the fraction of windows trained on the frames' own lips poses
 true_noise = 0.3                  # plus this much noise (LatentVideoModel.train_features)
 shared_noise = 0.0                # half the windows train on noise this much shared by their frames (diffusion.loss)
+temporal_weight = 0.0             # loss weight of the error's frame-to-frame change, for steadier video (diffusion.loss)
 p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^2) (the paper: 1.0, 1.2; see diffusion.py)
 p_std = 1.2
 other_clip = False                # keyface: the identity image from another clip of the same person (its

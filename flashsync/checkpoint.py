@@ -121,7 +121,7 @@ def _video_config(cfg, pose, ae):
                 audio_dim=pose.flow.cfg.dim + (pose.flow.cfg.lips_dim if cfg.get("ks_poses", False) else 0),
                 mouth_weight=cfg.get("mouth_weight", 2.0), p_true=cfg.get("p_true", 0.0),
                 true_noise=cfg.get("true_noise", 0.3),
-                shared=cfg.get("shared_noise", 0.0),
+                shared=cfg.get("shared_noise", 0.0), temporal=cfg.get("temporal_weight", 0.0),
                 edm=EDMConfig(p_mean=cfg["p_mean"], p_std=cfg["p_std"]))
 
 

@@ -69,12 +69,15 @@ def sample_sigma(n, cfg, generator=None, device=None):
     return (cfg.p_mean + cfg.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
 
-def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, **cond):
+def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, temporal=0.0, **cond):
     """EDM training loss of clean latents x0 (B, ...): || F(c_in x; σ) - (x0 - c_skip x) / c_out ||²,
     averaged with `weight` (broadcastable to x0; say, where the edit mask is) -> scalar.
     prepare(x): what the network sees instead of the noisy x (KeySync: the source put back outside the mask).
     shared > 0, video x0 (B, T, ...): half the windows get noise whose fraction `shared` their frames have in
-    common (`shared_noise`), so a sampler that starts from such noise asks nothing the model has not seen."""
+    common (`shared_noise`), so a sampler that starts from such noise asks nothing the model has not seen.
+    temporal > 0, video x0: plus this times the same average of the error's frame-to-frame change,
+    (err_t - err_t-1)²: a per-frame loss does not care whether two frames miss alike or differently;
+    a video does (flicker)."""
     b = x0.shape[0]
     sigma = sample_sigma(b, cfg, generator, x0.device)
     e = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -87,11 +90,16 @@ def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, **
         x = prepare(x)
     c_skip, c_out, c_in, c_noise = precondition(sigma, cfg.sigma_data)
     target = (x0 - _b(c_skip, x0) * x) / _b(c_out, x0)
-    err = (net(_b(c_in, x) * x, c_noise, **cond).float() - target) ** 2
-    if weight is None:
-        return err.mean()
-    weight = weight.expand_as(err)
-    return (err * weight).sum() / weight.sum().clamp(min=1)
+    err = net(_b(c_in, x) * x, c_noise, **cond).float() - target
+    weight = torch.ones_like(err) if weight is None else weight.expand_as(err)
+    mean = lambda e, w: (e * w).sum() / w.sum().clamp(min=1)
+    out = mean(err ** 2, weight)
+    if temporal > 0:
+        # σ is one per window, so F's errors are on one scale in all its frames; where the weight is 0
+        # (known content, put back by the sampler) the output is exact, its error 0
+        e = err * (weight > 0)
+        out = out + temporal * mean((e[:, 1:] - e[:, :-1]) ** 2, (weight[:, 1:] + weight[:, :-1]) / 2)
+    return out
 
 
 def sigmas(steps, cfg, device=None):

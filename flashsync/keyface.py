@@ -126,7 +126,8 @@ class KeyFace(LatentVideoModel):
         weight = (~known)[:, :, None, None, None] * (1 + cfg.mouth_weight * self.mouth)
         loss = diffusion.loss(self.forward_net, x0, cfg.edm, weight=weight,
                               prepare=lambda x: torch.where(known[:, :, None, None, None], x0, x), shared=cfg.shared,
-                              cond=cond, audio=audio, keep=keep_audio, extra=self.extra(emotion, events, keep_audio))
+                              temporal=cfg.temporal, cond=cond, audio=audio, keep=keep_audio,
+                              extra=self.extra(emotion, events, keep_audio))
         return loss, {}
 
     forward = loss

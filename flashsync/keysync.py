@@ -59,6 +59,7 @@ class KeySyncConfig:
     p_true: float = 0.0            # with ks_poses: windows trained on the frames' own lips poses (train_features)
     true_noise: float = 0.3        # and the noise added to them (normalised units)
     shared: float = 0.0            # training noise: half the windows with this part shared by their frames
+    temporal: float = 0.0          # loss weight of the error's frame-to-frame change (diffusion.loss)
     edm: diffusion.EDMConfig = dataclasses.field(default_factory=diffusion.EDMConfig)
 
     @property
@@ -150,7 +151,7 @@ class KeySync(LatentVideoModel):
         cond = self.conditions(x0, mask, ref, known)
         weight = mask * (1 + cfg.mouth_weight * self.mouth)
         loss = diffusion.loss(self.forward_net, x0, cfg.edm, weight=weight,
-                              prepare=lambda x: mask * x + (1 - mask) * x0, shared=cfg.shared,
+                              prepare=lambda x: mask * x + (1 - mask) * x0, shared=cfg.shared, temporal=cfg.temporal,
                               cond=cond, audio=audio, keep=keep_audio)
         return loss, {}
 

@@ -149,3 +149,26 @@ def test_loss_trains_half_the_windows_on_shared_noise():
         assert (abs(float(together) - 0.5) < 0.05) if shared else float(together) < 0.01
         if shared:
             assert abs(float(r[r > 0.4].mean()) - 0.8) < 0.05
+
+
+def test_temporal_loss_prefers_errors_alike_across_frames():
+    """temporal > 0: two networks miss every frame by the same amount, one alike in all frames, one with
+    the sign flipping frame to frame (a flickering video): the per-frame loss cannot tell them apart,
+    the temporal term can, and it adds nothing for the steady one."""
+    cfg = EDMConfig()
+    x0 = torch.randn(64, 6, 8, generator=torch.Generator().manual_seed(0))
+    sign = torch.tensor([1.0, -1.0] * 3)[None, :, None]
+
+    def net(flip):
+        def f(x_in, c_noise):
+            sigma = (4 * c_noise).exp()
+            c_skip, c_out, c_in, _ = diffusion.precondition(sigma, cfg.sigma_data)
+            x = x_in / c_in[:, None, None]
+            exact = (x0 - c_skip[:, None, None] * x) / c_out[:, None, None]      # the target itself
+            return exact + 0.1 * (sign if flip else 1.0)
+        return f
+    run = lambda flip, t: float(diffusion.loss(net(flip), x0, cfg, generator=torch.Generator().manual_seed(1),
+                                               temporal=t))
+    assert abs(run(False, 0.0) - run(True, 0.0)) < 1e-6
+    assert abs(run(False, 1.0) - run(False, 0.0)) < 1e-6
+    assert abs(run(True, 1.0) - run(True, 0.0) - 0.04) < 1e-4          # (0.1 - -0.1)² per pair of frames
