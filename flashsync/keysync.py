@@ -90,6 +90,17 @@ def edit_mask(occluder, h):
     return box * (1 - cells)
 
 
+def pixel_mask(mask, size):
+    """A latent edit mask (N, 1, h, w) -> the pixels it decides (N, 1, size, size) in [0, 1], feathered by
+    size / 32 across its edge. The decoder spreads a latent cell's change a few pixels around it, so
+    the regenerated lower face reached past the box (14 test clips: the frame outside the lower face
+    changed 1.53x as much as the source from frame to frame, 1.26x through the autoencoder alone);
+    outside this mask the output takes the source's decoded pixels instead."""
+    f = max(1, size // 32)
+    m = F.interpolate(mask.float(), size=(size, size), mode="nearest")
+    return F.avg_pool2d(m, 2 * f + 1, 1, f, count_include_pad=False)
+
+
 def audio_windows(features, frames, width):
     """Per-frame features (B, N, A) -> each chosen frame's window of `width` around it (B, len(frames), W, A),
     clamped at the ends."""
@@ -283,7 +294,11 @@ class Dubber:
             feats_i = feats if self.interp.audio is self.key.audio else self.interp.audio(span)[0, cut]
             lat = self.window(w, source, occ, (feats, feats_i), prev)
             prev = lat[-1]
-            out = to_uint8(self.key.ae.decode(torch.cat([lat, source])).float()).cpu().numpy()
+            dec = self.key.ae.decode(torch.cat([lat, source])).float()                    # (2 (hop + 1), 3, R, R)
+            m = pixel_mask(edit_mask(occ, source.shape[-1]).to(dec.device).expand(len(lat), -1, -1, -1),
+                           dec.shape[-1])
+            dec[:len(lat)] = m * dec[:len(lat)] + (1 - m) * dec[len(lat):]
+            out = to_uint8(dec).cpu().numpy()
             first = 0 if w == 0 else 1                                   # frame `start` was emitted by window w - 1
             for i in range(first, hop + 1):
                 if start + i < n:

@@ -1,5 +1,6 @@
 """KeySync: replacement keeps everything outside the edit mask, interpolation keeps its endpoints,
 each model can fit a batch, and the backbone's shapes."""
+import numpy as np
 import pytest
 import torch
 
@@ -316,3 +317,26 @@ def test_sample_keysync_keeps_what_the_mask_file_covers(tiny_keysync, ks_inputs,
     src = np.stack(list(read_frames(str(ks_inputs / "in.mp4"))))
     plain = codec_noise(src, str(tmp_path / "plain.mp4"))
     assert np.abs(frames.astype(int) - src).mean() < np.abs(plain.astype(int) - src).mean() + 0.2
+
+
+def test_dubber_keeps_the_decoded_source_outside_the_edit_mask():
+    """The decoder spreads the regenerated lower face a few pixels past the edit mask; the Dubber's
+    frames take the source's decoded pixels outside it (the mask's feathered edge), occluder included,
+    and its own inside."""
+    key, interp = tiny(), tiny(interp=True)
+    for m in (key, interp):
+        scramble(m.net)
+    dub = keysync.Dubber(key, interp, steps=2)
+    g = torch.Generator().manual_seed(0)
+    n, r = 9, 32
+    crops = torch.randint(0, 256, (n, r, r, 3), generator=g, dtype=torch.uint8).numpy()
+    occ = torch.zeros(n, r, r, dtype=torch.bool)
+    occ[:, 26:, 4:12] = True                                       # a hand at the lower left of the box
+    dub.set_reference(crops[0])
+    got = list(dub.run(iter(crops), iter(occ.numpy()), 0.1 * torch.randn(n * 640, generator=g).numpy()))
+    assert len(got) == n
+    out, recon = (torch.as_tensor(np.stack(a)).float() for a in zip(*[(o, c) for _, o, c in got]))   # (n, R, R, 3)
+    m = keysync.pixel_mask(keysync.edit_mask(occ, r // 4), r)[:, 0]                     # (n, R, R)
+    assert 0.1 < float((m == 0).float().mean()) < 0.9 and bool(occ[0, 28, 6]) and float(m[0, 28, 6]) == 0
+    assert torch.equal(out[m == 0], recon[m == 0])
+    assert float((out[m == 1] - recon[m == 1]).abs().mean()) > 1.0
