@@ -16,3 +16,4 @@ min_lr = 3e-5
 warmup = 1000
 eval_every = 2000
 compile = True
+temporal_weight = 1.0             # as the CPU config, where it steadied the regenerated cheeks (flicker 1.61 -> 1.46)

@@ -127,6 +127,7 @@ class KeySync(LatentVideoModel):
                                            audio_dim=cfg.audio_dim))
         h = cfg.resolution // ae.cfg.factor
         self.register_buffer("mouth", face.region_mask(face.MOUTH, h)[None], persistent=False)      # (1, h, w)
+        self.register_buffer("redraw", face.region_mask(face.PASTE, h, feather=1.0)[None], persistent=False)
 
     def forward_net(self, x, c_noise, cond, audio, keep):
         """F of diffusion.denoise: x (B, T, 4, h, w) scaled, cond (B, T, 10, h, w) -> (B, T, 4, h, w)."""
@@ -174,7 +175,8 @@ class KeySync(LatentVideoModel):
         (B, T, 1, h, w) (and on known frames, whose mask is 0); ref (B, 4, h, w); audio (B, T, W, A)
         windows; known (B, T) bool; noise (B, T, 4, h, w). s_ref = s_audio = 1: one pass, no guidance.
         start > 0 (interpolation): begin `start` of the `steps` levels down, from the known endpoints
-        blended linearly over time (B, T) plus noise, so the frames between keyframes move smoothly."""
+        blended linearly over time (B, T) plus noise, so the frames between keyframes move smoothly; the
+        model redraws the mouth's region (face.PASTE, soft-edged), the rest of the mask keeps the blend."""
         mask = mask * (~known)[:, :, None, None, None]
         cond = self.conditions(source, mask, ref, known)
         bare = self.conditions(source, mask, torch.zeros_like(ref), known)
@@ -189,8 +191,14 @@ class KeySync(LatentVideoModel):
         # and chin only adds frame-to-frame noise there (measured: flicker 2.63 -> 2.09, same r)
         local = 1 + (s_audio - 1) * self.mouth[0] if s_audio != 1 else 1.0
         denoiser = diffusion.guided(denoise, s_ref, local)
-        return diffusion.euler(denoiser, noise, edm, steps, replace=lambda x: mask * x + (1 - mask) * source,
-                               init=blend_ends(source) if start else None, start=start)
+        if not start:
+            return diffusion.euler(denoiser, noise, edm, steps, replace=lambda x: mask * x + (1 - mask) * source)
+        # between keyframes the cheeks and chin only move with the head: the keyframes' blend is their
+        # steadiest guess, and redrawn they flickered (14 clips: 1.46 -> 1.39 with the blend, same r)
+        blend = blend_ends(source)
+        free, fixed = mask * self.redraw, mask * blend + (1 - mask) * source
+        return diffusion.euler(denoiser, noise, edm, steps, replace=lambda x: free * x + (1 - free) * fixed,
+                               init=blend, start=start)
 
 
 class Dubber:
