@@ -1,4 +1,4 @@
-# KeyFace interpolation model on SynthTalk 64x64, CPU: the 3 frames between two keyframes 4 apart.
+# KeyFace interpolation model on SynthTalk 64x64, CPU: the frame between two keyframes 2 apart.
 # The Animator starts them from the keyframes blended over time, 7 of 10 Euler levels down, so it
 # trains at those noise levels (as keysync_interp_synth.py).
 # python train.py config/keyface_interp_synth.py
@@ -8,7 +8,7 @@ data_dir = "data/synth"
 out_dir = "out/keyface_interp"
 init_from = "out/pose/ckpt.pt"
 events_from = "out/events/ckpt.pt"
-stride = 4
+stride = 2                        # as the keyframe model
 p_mean = -2.5
 p_std = 1.0
 batch_size = 16                   # windows: 16 x 5 = 80 frames a step
