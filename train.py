@@ -77,6 +77,7 @@ p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^
 p_std = 1.2
 other_clip = False                # keyface: the identity image from another clip of the same person (its
                                   # expression is not the window's, so the emotion must come from the condition)
+seg_stem = 2                      # occluder: pixel-unshuffle the crop by this first (1: a conv at full resolution)
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
                                   # latent cells, what the audio decides)
 # optimisation
@@ -375,7 +376,7 @@ def main():
         dist.barrier()
     train_data, val_data = [FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
                                          gap=gap, cache=cache.format(split), occluded=occluded,
-                                         other_clip=other_clip)
+                                         other_clip=other_clip, pixels=video and p_true > 0)
                             for split in ("train", "val")]
     if ddp and cache and first:
         dist.barrier()

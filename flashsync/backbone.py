@@ -195,20 +195,20 @@ class LatentVideoModel(nn.Module):
         return self.audio(log_mel(audio))[:, :audio.shape[-1] // 640]
 
     @torch.no_grad()
-    def train_features(self, audio, z, p_true=0.0, noise=0.0):
-        """Training's audio features of windows with latents z (B, L, 4, h, w): `features`, but in a
-        fraction p_true of the windows the lips poses beside them are the frames' own (the lips encoder
-        on the decoded latents) plus Gaussian noise: a clean signal of the mouth's shape to learn to
-        follow, where the flow's samples are right only on average; sampling still draws them from the
-        audio, as FlashLips' editor, trained on true poses, is driven by sampled ones."""
+    def train_features(self, audio, video, p_true=0.0, noise=0.0):
+        """Training's audio features of windows whose uint8 frames are video (B, L, R, R, 3) (None with
+        p_true 0): `features`, but in a fraction p_true of the windows the lips poses beside them are the
+        frames' own (the lips encoder on the frames) plus Gaussian noise: a clean signal of the mouth's
+        shape to learn to follow, where the flow's samples are right only on average; sampling still
+        draws them from the audio, as FlashLips' editor, trained on true poses, is driven by sampled ones.
+        The frames themselves, not their latents decoded: the decoder was 97 of a keyframe step's 760 ms."""
         f = self.features(audio)
         if p_true <= 0 or getattr(self.audio, "lips", None) is None:
             return f
-        pick = torch.rand(z.shape[0], device=f.device) < p_true                    # (B,) the windows to change
+        pick = torch.rand(f.shape[0], device=f.device) < p_true                    # (B,) the windows to change
         if not pick.any():
             return f
-        zp = z[pick]                                                                # (P, L, 4, h, w)
-        frames = self.ae.decode(zp.flatten(0, 1).to(f.dtype)).clamp(-1, 1)                 # (P * L, 3, R, R)
-        true = self.audio.true_poses(frames).unflatten(0, zp.shape[:2])                    # (P, L, 12)
+        frames = to_float(video[pick])                                             # (P, L, 3, R, R)
+        true = self.audio.true_poses(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])   # (P, L, 12)
         f[pick, :, -true.shape[-1]:] = (true + noise * torch.randn_like(true)).to(f.dtype)
         return f

@@ -67,7 +67,7 @@ def build(kind, cfg, init):
                          editor.lips)
     if kind == "occluder":
         from flashsync.occluder import Segmenter, SegmenterConfig
-        return Segmenter(SegmenterConfig(resolution=cfg["resolution"]))
+        return Segmenter(SegmenterConfig(resolution=cfg["resolution"], stem=cfg.get("seg_stem", 1)))
     if kind == "keysync":
         from flashsync.keysync import KeySync, KeySyncConfig
         if init is None or init["kind"] != "pose":

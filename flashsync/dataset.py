@@ -170,14 +170,16 @@ class FrameSampler:
     (say, a frozen lips encoder or autoencoder); then the windows come as video_features (n, L, ...)
     and refs_features (n, K, ...) instead of pixels; with L = 1 as target_features (n, ...) and
     refs_features (n / group, K, ...) beside the pixels. cache: a file that keeps them for the next run
-    (its name must say which frozen model made them).
+    (its name must say which frozen model made them). pixels: the windows' frames as video too, beside
+    their features.
     All randomness comes from the torch.Generator passed in, so saving its state
     saves the data position (exact resume).
     """
 
     def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache="", occluded=0.0,
-                 other_clip=False):
+                 other_clip=False, pixels=False):
         self.root, self.refs, self.length, self.group, self.gap = root, refs, length, group, gap
+        self.pixels = pixels
         self.occluded = occluded
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
@@ -259,7 +261,7 @@ class FrameSampler:
                         v.append(self.tracks[k][c][s:s + self.length])
                     if self.features is not None:
                         feat.append(self.features[c][s:s + self.length])
-                    else:
+                    if self.features is None or self.pixels:
                         video.append(f[s:s + self.length])
                     path = os.path.join(self.root, "clips", self.clips[c]["name"], "audio.wav")
                     audio.append(sf.read(path, start=s * SAMPLES_PER_FRAME, stop=(s + self.length) * SAMPLES_PER_FRAME,
@@ -274,6 +276,6 @@ class FrameSampler:
             if self.features is not None:
                 out.update(video_features=torch.stack(feat).float(),
                            refs_features=torch.stack(ref_feat).repeat_interleave(g, 0).float())
-            else:
+            if video:
                 out.update(video=torch.from_numpy(np.stack(video)))
         return out

@@ -117,8 +117,8 @@ class KeyFace(LatentVideoModel):
             known[:, 0] = torch.rand(b, device=dev) < cfg.p_first     # a chunk continuing another
         keep_ref, keep_audio = diffusion.drop(b, cfg.p_all, cfg.p_audio, device=dev)
         identity = batch["refs_features"][:, 0] * keep_ref[:, None, None, None]
-        audio = audio_windows(self.train_features(batch["audio"], z, cfg.p_true, cfg.true_noise), idx.cpu(),
-                              cfg.audio_window)
+        feats = self.train_features(batch["audio"], batch.get("video"), cfg.p_true, cfg.true_noise)      # (B, span, A)
+        audio = audio_windows(feats, idx.cpu(), cfg.audio_window)
         events = self.event_features(batch["audio"])[:, idx]
         emotion = torch.stack([batch["valence"], batch["arousal"]], -1)[:, idx].float()     # (B, T, 2)
         emotion[torch.rand(b, device=dev) < cfg.p_emotion] = float("nan")

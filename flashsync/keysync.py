@@ -158,7 +158,7 @@ class KeySync(LatentVideoModel):
         mask = mask * (~known)[:, :, None, None, None]
         keep_ref, keep_audio = diffusion.drop(b, cfg.p_all, cfg.p_audio, device=dev)
         ref = batch["refs_features"][:, 0] * keep_ref[:, None, None, None]
-        feats = self.train_features(batch["audio"], z, cfg.p_true, cfg.true_noise)      # (B, span, A)
+        feats = self.train_features(batch["audio"], batch.get("video"), cfg.p_true, cfg.true_noise)      # (B, span, A)
         audio = audio_windows(feats, idx.cpu(), cfg.audio_window)
         cond = self.conditions(x0, mask, ref, known)
         weight = mask * (1 + cfg.mouth_weight * self.mouth)

@@ -16,7 +16,9 @@ from flashsync.nn import Down, ResBlock, Up, to_float
 @dataclasses.dataclass
 class SegmenterConfig:
     resolution: int = 64
-    channels: tuple = (16, 32, 64)     # widths at R, R/2, R/4
+    channels: tuple = (16, 32, 64)     # widths at R/stem, R/(2 stem), R/(4 stem)
+    stem: int = 1                      # pixel-unshuffle the crop by this first, and shuffle the logits back:
+                                       # 2 is 4x less work (a 600-step training 5.2 -> X min on 2 AVX2 cores)
 
 
 class Segmenter(nn.Module):
@@ -24,22 +26,22 @@ class Segmenter(nn.Module):
         super().__init__()
         self.cfg = cfg
         c0, c1, c2 = cfg.channels
-        self.inp = nn.Conv2d(3, c0, 3, padding=1)
+        self.inp = nn.Conv2d(3 * cfg.stem ** 2, c0, 3, padding=1)
         self.e0, self.d0 = ResBlock(c0), Down(c0, c1)
         self.e1, self.d1 = ResBlock(c1), Down(c1, c2)
         self.mid = nn.Sequential(ResBlock(c2), ResBlock(c2))
         self.u1, self.m1 = Up(c2, c1), ResBlock(2 * c1, c1)
         self.u0, self.m0 = Up(c1, c0), ResBlock(2 * c0, c0)
-        self.out = nn.Conv2d(c0, 1, 1)
+        self.out = nn.Conv2d(c0, cfg.stem ** 2, 1)
 
     def logits(self, x):
         """(B, 3, R, R) in [-1, 1] -> (B, R, R)."""
-        s0 = self.e0(self.inp(x))
+        s0 = self.e0(self.inp(F.pixel_unshuffle(x, self.cfg.stem)))                  # (B, c0, R/stem, R/stem)
         s1 = self.e1(self.d0(s0))
         h = self.mid(self.d1(s1))
         h = self.m1(torch.cat([self.u1(h), s1], 1))
         h = self.m0(torch.cat([self.u0(h), s0], 1))
-        return self.out(h)[:, 0]
+        return F.pixel_shuffle(self.out(h), self.cfg.stem)[:, 0]
 
     def loss(self, batch):
         truth = batch["occluder"][:, 0].float()                       # (B, R, R): the target frame's mask

@@ -9,6 +9,7 @@ from conftest import run_script
 from flashsync import diffusion, keysync
 from flashsync.autoencoder import AEConfig, Autoencoder
 from flashsync.keysync import KeySync, KeySyncConfig
+from flashsync.nn import to_float
 from flashsync.pose import AudioEncoder, PoseConfig
 
 
@@ -37,6 +38,7 @@ def batch(model, b=2, seed=0):
     occ = torch.zeros(b, cfg.span, r, r, dtype=torch.bool)
     occ[:, :, r // 2:, : r // 3] = True                          # a hand from the lower left
     return dict(video_features=torch.randn(b, cfg.span, 4, h, h, generator=g),
+                video=torch.randint(0, 256, (b, cfg.span, r, r, 3), dtype=torch.uint8, generator=g),
                 refs_features=torch.randn(b, 4, 4, h, h, generator=g),
                 audio=0.1 * torch.randn(b, cfg.span * 640, generator=g), occluder=occ)
 
@@ -160,8 +162,8 @@ def test_pose_features_are_the_encoder_and_the_sampled_poses():
 
 
 def test_training_on_the_frames_own_poses():
-    """p_true: in those windows the pose columns are the lips encoder's reading of the decoded window
-    frames (normalised as the flow's samples), the audio columns untouched; p_true 0 changes nothing."""
+    """p_true: in those windows the pose columns are the lips encoder's reading of the window's frames
+    (normalised as the flow's samples), the audio columns untouched; p_true 0 changes nothing."""
     from flashsync.backbone import PoseFeatures
     from flashsync.editor import LipsEncoder
     from flashsync.pose import PoseFlow
@@ -172,9 +174,9 @@ def test_training_on_the_frames_own_poses():
     model.audio = PoseFeatures(flow, steps=2, lips=lips)
     b = batch(model)
     plain = model.features(b["audio"])
-    assert torch.equal(model.train_features(b["audio"], b["video_features"], 0.0), plain)
-    own = model.train_features(b["audio"], b["video_features"], 1.0, noise=0.0)
-    frames = model.ae.decode(b["video_features"].flatten(0, 1)).clamp(-1, 1)
+    assert torch.equal(model.train_features(b["audio"], None, 0.0), plain)
+    own = model.train_features(b["audio"], b["video"], 1.0, noise=0.0)
+    frames = to_float(b["video"].flatten(0, 1))
     want = ((lips(frames) - flow.mean) / flow.std).unflatten(0, (2, model.cfg.span))
     assert torch.equal(own[..., :32], plain[..., :32])
     assert torch.allclose(own[..., 32:], want, atol=1e-5)

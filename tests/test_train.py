@@ -73,6 +73,20 @@ def test_editor_cached_latents_give_the_same_loss(tiny_data):
         assert torch.allclose(a, b, atol=1e-5), (a, b)
 
 
+def test_window_pixels_come_beside_their_latents(tiny_data):
+    """KeySync's p_true reads the lips poses of a window's own frames: with pixels=True the cached windows
+    also carry those frames (video), the very frames whose latents video_features holds."""
+    ae = Autoencoder(AEConfig(resolution=32, channels=(8, 16), stem=2))
+    kw = dict(length=5, gap=5, features=lambda f: ae.encode(f.movedim(-1, 1).float() / 127.5 - 1))
+    without = FrameSampler(tiny_data, "train", **kw).batch(2, torch.Generator().manual_seed(0))
+    both = FrameSampler(tiny_data, "train", pixels=True, **kw).batch(2, torch.Generator().manual_seed(0))
+    assert "video" not in without and both["video"].shape == (2, 5, 32, 32, 3)
+    assert torch.equal(both["video_features"], without["video_features"])
+    with torch.no_grad():
+        again = ae.encode(both["video"].flatten(0, 1).movedim(-1, 1).float() / 127.5 - 1)
+    assert torch.allclose(again.unflatten(0, (2, 5)), both["video_features"], atol=1e-6)
+
+
 def test_other_clip_refs_show_the_same_person_in_another_clip(tiny_data):
     """KeyFace's identity image from the person's other clip: every reference is a frame of a sibling clip
     (same identity, another name), never of the window's own clip."""
