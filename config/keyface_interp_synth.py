@@ -11,7 +11,7 @@ events_from = "out/events/ckpt.pt"
 stride = 2                        # as the keyframe model
 p_mean = -2.5
 p_std = 1.0
-batch_size = 16                   # windows: 16 x 5 = 80 frames a step
+batch_size = 16                   # windows: 16 x 3 = 48 frames a step
 max_steps = 800
 lr = 1e-3
 warmup = 50
