@@ -77,6 +77,8 @@ p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^
 p_std = 1.2
 other_clip = False                # keyface: the identity image from another clip of the same person (its
                                   # expression is not the window's, so the emotion must come from the condition)
+emo_weight = 0.0                  # keyface: > 0, a latent emotion reader trains beside it and the model's denoised
+                                  # frames must read as the emotion asked, with this weight (KeyFace.emotion_aux)
 seg_stem = 2                      # occluder: pixel-unshuffle the crop by this first (1: a conv at full resolution)
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
                                   # latent cells, what the audio decides)

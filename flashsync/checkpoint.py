@@ -83,7 +83,8 @@ def build(kind, cfg, init):
         pose, ae = _pose_parts(init["pose"])
         events = build("events", init["events"]["config"], None)
         events.load_state_dict(init["events"]["ema"])
-        return KeyFace(KeyFaceConfig(**_video_config(cfg, pose, ae)), ae, _audio(cfg, pose), events)
+        kf = KeyFaceConfig(**_video_config(cfg, pose, ae), emo_weight=cfg.get("emo_weight", 0.0))
+        return KeyFace(kf, ae, _audio(cfg, pose), events)
     if kind == "events":
         from flashsync.events import EventConfig, EventEncoder
         return EventEncoder(EventConfig(augment=cfg.get("audio_augment", True)))

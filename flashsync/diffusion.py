@@ -69,7 +69,7 @@ def sample_sigma(n, cfg, generator=None, device=None):
     return (cfg.p_mean + cfg.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
 
-def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, temporal=0.0, **cond):
+def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, temporal=0.0, aux=None, **cond):
     """EDM training loss of clean latents x0 (B, ...): || F(c_in x; σ) - (x0 - c_skip x) / c_out ||²,
     averaged with `weight` (broadcastable to x0; say, where the edit mask is) -> scalar.
     prepare(x): what the network sees instead of the noisy x (KeySync: the source put back outside the mask).
@@ -77,7 +77,7 @@ def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, te
     common (`shared_noise`), so a sampler that starts from such noise asks nothing the model has not seen.
     temporal > 0, video x0: plus this times the same average of the error's frame-to-frame change,
     (err_t - err_t-1)²: a per-frame loss does not care whether two frames miss alike or differently;
-    a video does (flicker)."""
+    a video does (flicker). aux(denoised, σ) -> scalar: a term on the model's own estimate of x0, added."""
     b = x0.shape[0]
     sigma = sample_sigma(b, cfg, generator, x0.device)
     e = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -99,6 +99,8 @@ def loss(net, x0, cfg, weight=None, generator=None, prepare=None, shared=0.0, te
         # (known content, put back by the sampler) the output is exact, its error 0
         e = err * (weight > 0)
         out = out + temporal * mean((e[:, 1:] - e[:, :-1]) ** 2, (weight[:, 1:] + weight[:, :-1]) / 2)
+    if aux is not None:                     # D(x) = c_skip x + c_out F = x0 + c_out (F - target)
+        out = out + aux(x0 + _b(c_out, x0) * err, sigma)
     return out
 
 

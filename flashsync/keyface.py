@@ -49,6 +49,8 @@ class KeyFaceConfig(KeySyncConfig):
     emb: int = 256                 # the backbone's embedding width
     emo_scale: float = 100.0       # valence / arousal (about -1.5 .. 1.5) times this enter the sinusoids
     p_emotion: float = 0.3         # emotion dropout: the window trains as "unknown"
+    emo_weight: float = 0.0        # > 0: a reader of valence / arousal from latents trains beside the model, and the
+                                   # model's denoised frames must read as the emotion asked, with this weight
     overlap: int = 2               # keyframes consecutive chunks share (Animator)
 
 
@@ -69,6 +71,11 @@ class KeyFace(LatentVideoModel):
         self.no_nsv = nn.Parameter(torch.zeros(e))       # no audio, so no events either
         h = cfg.resolution // ae.cfg.factor
         self.register_buffer("mouth", region_mask(MOUTH, h)[None], persistent=False)     # (1, h, w)
+        if cfg.emo_weight > 0:    # (N, 4, h, w) latents -> (N, 2): where on the face matters (brows, cheeks), so no pooling
+            self.reader = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.SiLU(),
+                                        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.SiLU(),
+                                        nn.Flatten(), nn.Linear(64 * (h // 4) ** 2, 2))
 
     def train(self, mode=True):
         super().train(mode)
@@ -120,15 +127,37 @@ class KeyFace(LatentVideoModel):
         feats = self.train_features(batch["audio"], batch.get("video"), cfg.p_true, cfg.true_noise)      # (B, span, A)
         audio = audio_windows(feats, idx.cpu(), cfg.audio_window)
         events = self.event_features(batch["audio"])[:, idx]
-        emotion = torch.stack([batch["valence"], batch["arousal"]], -1)[:, idx].float()     # (B, T, 2)
+        truth = torch.stack([batch["valence"], batch["arousal"]], -1)[:, idx].float()       # (B, T, 2)
+        emotion = truth.clone()
         emotion[torch.rand(b, device=dev) < cfg.p_emotion] = float("nan")
         cond = self.conditions(identity, x0, known)
         weight = (~known)[:, :, None, None, None] * (1 + cfg.mouth_weight * self.mouth)
         loss = diffusion.loss(self.forward_net, x0, cfg.edm, weight=weight,
                               prepare=lambda x: torch.where(known[:, :, None, None, None], x0, x), shared=cfg.shared,
                               temporal=cfg.temporal, cond=cond, audio=audio, keep=keep_audio,
-                              extra=self.extra(emotion, events, keep_audio))
+                              extra=self.extra(emotion, events, keep_audio),
+                              aux=self.emotion_aux(x0, truth, emotion, known) if cfg.emo_weight > 0 else None)
         return loss, {}
+
+    def emotion_aux(self, x0, truth, asked, known):
+        """The auxiliary emotion term of the loss, as diffusion.loss's aux. The diffusion loss alone let the
+        model ignore its emotion condition (the cues are a few latent cells: brows, lids, cheeks, mouth
+        corners), so: the reader learns valence / arousal from the clean latents x0 (B, T, 4, h, w) and
+        their truth (B, T, 2); through a frozen copy of it the denoised frames must read as `asked`
+        (B, T, 2; NaN: dropped out) where they are generated (not `known`), at σ < 1 (above, the
+        estimate is a blur the reader never saw)."""
+        ok = truth.isfinite().all(-1)                                                 # (B, T): frames with labels
+        read = self.reader(x0.flatten(0, 1)).unflatten(0, x0.shape[:2])              # (B, T, 2)
+        own = ((read - truth.nan_to_num()) ** 2).sum(-1)[ok].mean() if ok.any() else read.sum() * 0
+        frozen = {k: v.detach() for k, v in self.reader.named_parameters()}
+        want = asked.isfinite().all(-1) & ~known                                     # (B, T)
+
+        def aux(denoised, sigma):
+            got = torch.func.functional_call(self.reader, frozen, (denoised.flatten(0, 1),))
+            miss = ((got.unflatten(0, denoised.shape[:2]) - asked.nan_to_num()) ** 2).sum(-1)   # (B, T)
+            w = (want & (sigma < 1.0)[:, None]).float()
+            return own + self.cfg.emo_weight * (miss * w).sum() / w.sum().clamp(min=1)
+        return aux
 
     forward = loss
 

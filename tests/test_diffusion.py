@@ -172,3 +172,25 @@ def test_temporal_loss_prefers_errors_alike_across_frames():
     assert abs(run(False, 0.0) - run(True, 0.0)) < 1e-6
     assert abs(run(False, 1.0) - run(False, 0.0)) < 1e-6
     assert abs(run(True, 1.0) - run(True, 0.0) - 0.04) < 1e-4          # (0.1 - -0.1)² per pair of frames
+
+
+def test_aux_sees_the_models_own_estimate_of_x0():
+    """loss(aux=...) hands aux D(x; σ), the denoiser's estimate of x0 at the noisy x it trained on, and adds
+    what aux returns (KeyFace's emotion term)."""
+    cfg = EDMConfig()
+    x0 = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    net = lambda x, c_noise: 0.3 * x + c_noise[:, None, None, None]          # any F
+    seen = {}
+
+    def aux(d, sigma):
+        seen.update(d=d, sigma=sigma)
+        return torch.tensor(5.0)
+
+    plain = diffusion.loss(net, x0, cfg, generator=torch.Generator().manual_seed(1))
+    with_aux = diffusion.loss(net, x0, cfg, generator=torch.Generator().manual_seed(1), aux=aux)
+    assert torch.allclose(with_aux, plain + 5.0)
+    g = torch.Generator().manual_seed(1)
+    sigma = diffusion.sample_sigma(3, cfg, g)
+    x = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, generator=g)
+    assert torch.allclose(seen["sigma"], sigma)
+    assert torch.allclose(seen["d"], diffusion.denoise(net, x, sigma, cfg), atol=1e-5)

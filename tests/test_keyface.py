@@ -16,13 +16,13 @@ from flashsync.pose import AudioEncoder, PoseConfig
 from flashsync.util import UserError
 
 
-def tiny(interp=False, frames=3, stride=2, res=32, overlap=1):
+def tiny(interp=False, frames=3, stride=2, res=32, overlap=1, **extra):
     torch.manual_seed(0)
     ae = Autoencoder(AEConfig(resolution=res, factor=4, channels=(8, 8, 16)))
     audio = AudioEncoder(PoseConfig(dim=32, audio_layers=1))
     ev = EventEncoder(EventConfig(dim=16, audio_layers=1))
     cfg = KeyFaceConfig(resolution=res, interp=interp, frames=frames, stride=stride, channels=(16, 32), audio_dim=32,
-                        emb=64, overlap=overlap)
+                        emb=64, overlap=overlap, **extra)
     return KeyFace(cfg, ae, audio, ev)
 
 
@@ -138,6 +138,33 @@ def test_each_model_fits_one_batch():
 
 
 # ----------------------------------------------------------------------------- emotion
+
+def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
+    """emo_weight > 0: the latent reader's own loss trains the reader on the true latents only, and the
+    asked-emotion term trains the model only (through a frozen reader), where an emotion is asked and a
+    frame is generated; diffusion.loss adds it on its estimate of x0."""
+    model = tiny(emo_weight=1.0)
+    b = batch(model)
+    x0 = b["video_features"][:, model.cfg.positions()]
+    truth = torch.stack([b["valence"], b["arousal"]], -1)[:, model.cfg.positions()]
+    known = torch.zeros(x0.shape[:2], dtype=torch.bool)
+    known[:, 0] = True
+    asked = torch.full_like(truth, 0.5)
+    asked[1] = float("nan")                                 # the second window dropped its emotion
+    aux = model.emotion_aux(x0, truth, asked, known)
+    d = x0.clone().requires_grad_()
+    low, high = torch.tensor([0.5, 0.5]), torch.tensor([2.0, 2.0])
+    own = aux(d, high)                                      # σ >= 1: the reader's own loss only
+    read = model.reader(x0.flatten(0, 1)).unflatten(0, x0.shape[:2])
+    assert torch.allclose(own, ((read - truth) ** 2).sum(-1).mean())
+    g = torch.autograd.grad(aux(d, low) - own, d, allow_unused=True)[0]
+    assert g[0, 1:].abs().sum() > 0                         # generated frames of the window that asked
+    assert g[0, 0].abs().sum() == 0 and g[1].abs().sum() == 0     # not the known frame, not the dropped window
+    grads = torch.autograd.grad(aux(d, low) - own, list(model.reader.parameters()), allow_unused=True)
+    assert all(x is None or x.abs().sum() == 0 for x in grads)      # the asking term leaves the reader alone
+    loss, _ = model.loss(b)                                 # and the whole loss runs with it
+    assert torch.isfinite(loss)
+
 
 def test_emotion_table_and_schedules():
     assert emotion.lookup("Happy") == emotion.EMOTIONS["happy"]
