@@ -148,7 +148,7 @@ class KeyFace(LatentVideoModel):
         estimate is a blur the reader never saw)."""
         ok = truth.isfinite().all(-1)                                                 # (B, T): frames with labels
         read = self.reader(x0.flatten(0, 1)).unflatten(0, x0.shape[:2])              # (B, T, 2)
-        own = ((read - truth.nan_to_num()) ** 2).sum(-1)[ok].mean() if ok.any() else read.sum() * 0
+        own = (((read - truth.nan_to_num()) ** 2).sum(-1) * ok).sum() / ok.sum().clamp(min=1)   # no branch on data
         frozen = {k: v.detach() for k, v in self.reader.named_parameters()}
         want = asked.isfinite().all(-1) & ~known                                     # (B, T)
 
