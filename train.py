@@ -80,6 +80,8 @@ other_clip = False                # keyface: the identity image from another cli
 emo_weight = 0.0                  # keyface: > 0, a latent emotion reader trains beside it and the model's denoised
                                   # frames must read as the emotion asked, with this weight (KeyFace.emotion_aux)
 seg_stem = 2                      # occluder: pixel-unshuffle the crop by this first (1: a conv at full resolution)
+seg_relight = True                # occluder: train on relit, recoloured, mirrored crops (occluder.relight): without,
+                                  # shadows on real faces read as hands
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
                                   # latent cells, what the audio decides)
 # optimisation

@@ -67,7 +67,8 @@ def build(kind, cfg, init):
                          editor.lips)
     if kind == "occluder":
         from flashsync.occluder import Segmenter, SegmenterConfig
-        return Segmenter(SegmenterConfig(resolution=cfg["resolution"], stem=cfg.get("seg_stem", 1)))
+        return Segmenter(SegmenterConfig(resolution=cfg["resolution"], stem=cfg.get("seg_stem", 1),
+                                         relight=cfg.get("seg_relight", False)))
     if kind == "keysync":
         from flashsync.keysync import KeySync, KeySyncConfig
         if init is None or init["kind"] != "pose":
