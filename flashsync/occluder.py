@@ -73,10 +73,10 @@ def relight(x, truth):
 
     SynthTalk's hands are flat skin-coloured shapes on an evenly lit face, so "a darker patch of skin
     in the lower face" was enough to find them, and on real footage the shadow under a jaw or a mouth
-    corner read as a hand. Here every crop gets a smooth random shading field (light from some side,
-    0.65x to 1.2x), a soft-edged cast shadow in half of them, per-channel colour gains and a gamma,
-    a little sensor noise, and a mirror in half: what stays is the occluder's outline. Masks only
-    mirror: the light changes no pixel's label.
+    corner read as a hand. Here half the crops get a smooth random shading field (0.65x to 1.2x), a
+    soft-edged cast shadow (in half of those), per-channel colour gains, a gamma and a little sensor
+    noise (relighting all of them lost thin microphone handles: IoU 0.79 against 0.86), and any crop
+    may be mirrored: what tells an occluder is its outline. Masks only mirror: light changes no label.
     """
     B, _, R, _ = x.shape
     rand = lambda *shape: torch.rand(*shape, device=x.device)

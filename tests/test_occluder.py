@@ -4,7 +4,6 @@ import numpy as np
 import torch
 
 from flashsync import synth
-from flashsync.nn import to_float
 from flashsync.occluder import Segmenter, SegmenterConfig, iou, relight
 
 
