@@ -137,3 +137,24 @@ def test_paste_leaves_a_softened_jaw_line_beside_the_mouth():
     soft = soft[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
     assert np.abs(soft.astype(int) - face.crop(frame, (0, 0, r, r), 64)).max() > 40     # the edge is softened
     assert np.array_equal(face.paste(frame, soft, (0, 0, r, r), soft), frame)
+
+
+def test_paste_shows_nothing_of_a_faint_old_mouth_in_the_middle_of_the_lips():
+    # a dark-lipped face: its open mouth is a line only 10 grey levels darker than the skin, which the
+    # autoencoder blurs away; the edit draws closed lips over it. The change there is under the replace
+    # thresholds, yet in the middle of the lips (face.CORE) the output must be the edit's, not source + change
+    r = 256
+    frame = np.full((r, r, 3), 120, np.uint8)
+    frame[169:174, 107:149] = 110                                                # the old mouth's line
+    t = torch.from_numpy(frame).float().permute(2, 0, 1)[None]
+    blur = lambda x: F.interpolate(F.interpolate(x, size=(16, 16), mode="area"), size=(64, 64), mode="bilinear")
+    recon = blur(t)[0].permute(1, 2, 0).round().byte().numpy()
+    edited = recon.copy()
+    edited[41:46, 24:40] = 150                                                   # closed lips drawn over it
+    out = face.paste(frame, edited, (0, 0, r, r), recon)
+    up = F.interpolate(torch.from_numpy(edited).float().permute(2, 0, 1)[None], size=(r, r), mode="bicubic")
+    up = up[0].permute(1, 2, 0).numpy()
+    x0, y0, x1, y1 = face.region(face.CORE, r)
+    middle = np.s_[(y0 + y1) // 2 - 4:(y0 + y1) // 2 + 4, (x0 + x1) // 2 - 12:(x0 + x1) // 2 + 12]
+    assert np.abs(out[middle].astype(float) - up[middle]).max() < 4           # no trace of the old line
+    assert np.array_equal(out[:130], frame[:130])                              # above the mouth: the source
