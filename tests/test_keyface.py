@@ -144,7 +144,8 @@ def test_each_model_fits_one_batch():
 def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     """emo_weight > 0: the latent reader's own loss trains the reader on the true latents only, and the
     asked-emotion term trains the model only (through a frozen reader), where an emotion is asked, a
-    frame is generated and is not a laugh or a sigh; diffusion.loss adds it on its estimate of x0."""
+    frame is generated and is not a laugh or a sigh, outside the mouth box; diffusion.loss adds it on
+    its estimate of x0."""
     model = tiny(emo_weight=1.0)
     b = batch(model)
     x0 = b["video_features"][:, model.cfg.positions()]
@@ -165,6 +166,8 @@ def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     assert g[0, 1].abs().sum() > 0                          # a generated frame of the window that asked
     assert g[0, 0].abs().sum() == 0 and g[1].abs().sum() == 0     # not the known frame, not the dropped window
     assert g[0, 2].abs().sum() == 0                         # not the laugh
+    mouth = model.mouth[0] > 0                              # (h, w): sync's cells, which the term leaves alone
+    assert g[0, 1][:, mouth].abs().sum() == 0 and g[0, 1][:, ~mouth].abs().sum() > 0
     grads = torch.autograd.grad(aux(d, low) - own, list(model.reader.parameters()), allow_unused=True)
     assert all(x is None or x.abs().sum() == 0 for x in grads)      # the asking term leaves the reader alone
     loss, _ = model.loss(b)                                 # and the whole loss runs with it
