@@ -13,7 +13,7 @@ from flashsync.autoencoder import AEConfig, Autoencoder
 from flashsync.events import EventConfig, EventEncoder
 from flashsync.keyface import KeyFace, KeyFaceConfig
 from flashsync.pose import AudioEncoder, PoseConfig
-from flashsync.speech import LAUGH, SPEECH
+from flashsync.speech import LAUGH, SIGH, SPEECH
 from flashsync.util import UserError
 
 
@@ -154,9 +154,9 @@ def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     known[:, 0] = True
     asked = torch.full_like(truth, 0.5)
     asked[1] = float("nan")                                 # the second window dropped its emotion
-    label = torch.full(x0.shape[:2], SPEECH)
-    label[0, 2] = LAUGH                                     # a laugh is the audio's, not the emotion's
-    aux = model.emotion_aux(x0, truth, asked, known, label)
+    nsv = torch.zeros(x0.shape[:2], dtype=torch.bool)
+    nsv[0, 2] = True                                        # a laugh (or near one) is the audio's, not the emotion's
+    aux = model.emotion_aux(x0, truth, asked, known, nsv)
     d = x0.clone().requires_grad_()
     low, high = torch.tensor([0.5, 0.5]), torch.tensor([2.0, 2.0])
     own = aux(d, high)                                      # σ >= 1: the reader's own loss only
@@ -172,6 +172,16 @@ def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     assert all(x is None or x.abs().sum() == 0 for x in grads)      # the asking term leaves the reader alone
     loss, _ = model.loss(b)                                 # and the whole loss runs with it
     assert torch.isfinite(loss)
+
+
+def test_frames_near_a_laugh_or_a_sigh_ask_no_emotion():
+    label = torch.full((2, 40), SPEECH)
+    label[0, 20:23] = SIGH
+    label[1, 0] = LAUGH
+    near = keyface.near_nsv(label)
+    m = keyface.NSV_MARGIN
+    assert near[0, 20 - m:23 + m].all() and not near[0, :20 - m].any() and not near[0, 23 + m:].any()
+    assert near[1, :m + 1].all() and not near[1, m + 1:].any()
 
 
 def test_emotion_table_and_schedules():
@@ -263,6 +273,23 @@ def test_train_keyface_checkpoints_round_trip(tiny_keyface, tiny_ckpts):
                                                   pose.flow.audio.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(model.events.state_dict().values(), ev.state_dict().values()))
 
+
+
+def test_keyface_table_reads_laughs_and_sighs_on_event_rich_speech(tiny_keyface, tiny_data):
+    """python -m flashsync.eval's KeyFace table on the tiny models: NSV is read on dedicated laugh- and sigh-rich
+    speech (frames of both events to count, not the handful the sync clips hold), beside the reader's own
+    readings of the speakers' frames and of their autoencoder reconstructions (what the latents can show)."""
+    from flashsync.eval import load_test
+    from flashsync.eval_video import keyface_tables
+    clips = load_test(tiny_data)                            # one test identity; its speech as another's too
+    clips += [dict(c, meta=dict(c["meta"], identity=c["meta"]["identity"] + 10)) for c in clips]
+    out = keyface_tables(tiny_keyface["key"], tiny_keyface["interp"], clips, steps=1, seconds=2,
+                         n_sync=1, n_emotion=1, emotion_seconds=1, n_nsv=2, nsv_seconds=8.0)
+    frames = out["nsv frames"]
+    assert frames["laugh"] >= 20 and frames["sigh"] >= 20, frames
+    for k in ("nsv", "nsv (reader on the speakers' own frames)", "nsv (reader on their autoencoder reconstructions)"):
+        assert set(out[k]) == {"other", "laugh", "sigh"} and all(0 <= v <= 1 for v in out[k].values()), out[k]
+    assert "sync_r" in out and len(out["drift (keyframes)"]["buckets"]) == 1      # 2 s: one bucket
 
 def kf_args(tiny_keyface):
     return ["--method=keyface", f"--keyface_key={tiny_keyface['key']}", f"--keyface_interp={tiny_keyface['interp']}",
