@@ -9,7 +9,7 @@ KeyFace (keyface_tables), one face image animated by speech:
                 driving clip's speech frames (another test identity's speech)
     nsv         the audio's laugh and sigh frames read as laughs and sighs (expression.read_events) on
                 faces driven by laugh- and sigh-rich speech of other test identities (synth nsv 0.6, 8 s
-                each: ~500 laugh and ~300 sigh frames over 10 clips; the sync clips hold a handful of
+                each: ~300 laugh and ~300 sigh frames over 10 clips; the sync clips hold a handful of
                 events, and one sigh more or less moved the rate by 10 points); also on the speakers' own
                 frames (the reader's check) and on their autoencoder reconstructions (what a latent
                 model can show at best)

@@ -66,6 +66,7 @@ def near_nsv(label):
     nsv = ((label == LAUGH) | (label == SIGH)).float()[:, None]                           # (B, 1, L)
     return F.max_pool1d(nsv, 2 * NSV_MARGIN + 1, stride=1, padding=NSV_MARGIN)[:, 0] > 0
 
+
 class KeyFace(LatentVideoModel):
     """One KeyFace model (keyframe or interpolation). ae, audio: frozen as KeySync's; events: the frozen
     audio-event encoder."""
