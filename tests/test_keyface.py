@@ -274,7 +274,6 @@ def test_train_keyface_checkpoints_round_trip(tiny_keyface, tiny_ckpts):
     assert all(torch.equal(a, b) for a, b in zip(model.events.state_dict().values(), ev.state_dict().values()))
 
 
-
 def test_keyface_table_reads_laughs_and_sighs_on_event_rich_speech(tiny_keyface, tiny_data):
     """python -m flashsync.eval's KeyFace table on the tiny models: NSV is read on dedicated laugh- and sigh-rich
     speech (frames of both events to count, not the handful the sync clips hold), beside the reader's own
