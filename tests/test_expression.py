@@ -44,8 +44,9 @@ def test_emotion_r_ignores_what_belongs_to_the_face():
 def test_laughs_and_sighs_read_on_test_identities():
     feats, target = expression.event_set(TEST_IDS)
     rec = expression.recall((feats @ expression.EVENT_W).argmax(1), target)
-    # measured 96.3 / 80.4 / 91.8 %; a sigh is the hardest: narrowed eyes are 1-2 px tall at 64 px
-    assert rec["laugh"] >= 0.9 and rec["sigh"] >= 0.75 and rec["other"] >= 0.85, rec
+    # measured 93.9 / 84.6 / 89.7 %; a sigh is the hardest: narrowed eyes are 1-2 px tall at 64 px (80.4 % before
+    # the eye whites were cubed, when a grey fringe over the eyes hid one face's sighs)
+    assert rec["laugh"] >= 0.9 and rec["sigh"] >= 0.8 and rec["other"] >= 0.85, rec
 
 
 def test_event_fit_learns_separable_classes():
