@@ -117,8 +117,8 @@ def read_face(frames):
 # ----------------------------------------------------------------------------- emotion
 
 # read valence / arousal = (features - the face's mean) @ SLOPES: what calibrate() fits on 40 training
-# identities x a 3 x 3 grid of held emotions (3 s each). On the 10 test identities it reads r 0.992 (valence)
-# and 0.925 (arousal) with the truth; alone, smile 0.99, blush 0.86, tilt -0.39 with valence, brow 0.63,
+# identities x a 3 x 3 grid of held emotions (3 s each). On the 10 test identities it reads r 0.991 (valence)
+# and 0.924 (arousal) with the truth; alone, smile 0.99, blush 0.86, tilt -0.30 with valence, brow 0.58,
 # eyes 0.92 with arousal (tests/test_expression.py checks it)
 SLOPES = np.array([[60.906, -4.0854], [5.2839, 1.0836], [-0.0089219, 0.078263], [0.042409, 15.287], [81.528, 3880.2]])
 
