@@ -77,6 +77,8 @@ p_mean = -0.4                     # training noise: ln(sigma) ~ N(p_mean, p_std^
 p_std = 1.2
 other_clip = False                # keyface: the identity image from another clip of the same person (its
                                   # expression is not the window's, so the emotion must come from the condition)
+nsv_windows = 0.0                 # keyface: the fraction of training windows drawn around a laugh or a sigh
+                                  # (FrameSampler nsv), beside those that hold one anyway
 emo_weight = 0.0                  # keyface: > 0, a latent emotion reader trains beside it and the model's denoised
                                   # frames must read as the emotion asked, with this weight (KeyFace.emotion_aux)
 seg_stem = 2                      # occluder: pixel-unshuffle the crop by this first (1: a conv at full resolution)
@@ -380,7 +382,8 @@ def main():
         dist.barrier()
     train_data, val_data = [FrameSampler(data_dir, split, refs=refs, length=length, group=per_clip, features=features,
                                          gap=gap, cache=cache.format(split), occluded=occluded,
-                                         other_clip=other_clip, pixels=video and p_true > 0)
+                                         other_clip=other_clip, pixels=video and p_true > 0,
+                                         nsv=nsv_windows if split == "train" else 0.0)
                             for split in ("train", "val")]
     if ddp and cache and first:
         dist.barrier()

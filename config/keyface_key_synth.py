@@ -17,4 +17,6 @@ warmup = 50
 eval_every = 500
 ks_poses = True                   # also the lips poses the pose model samples from the audio, as KeySync's keyframes
 other_clip = True                 # the identity image from the person's other clip: another expression
+nsv_windows = 0.3                 # 30 % of the windows around a laugh or a sigh (40 % then hold one, 17 % without):
+                                  # sighs drawn as laughs without it (sighs rendered 45 -> 70 % on 4 faces, README)
 ema = 0.995

@@ -21,6 +21,7 @@ import torch
 
 from flashsync import FPS, SR, SAMPLES_PER_FRAME
 from flashsync.audio import save_audio
+from flashsync.phonemes import LAUGH, SIGH
 from flashsync.util import UserError, atomic_path
 
 FORMAT, VERSION = "flashsync-clips", 1
@@ -163,7 +164,9 @@ class FrameSampler:
     there. Always occluder
     (n, L, R, R) bool: the window's occluder masks (the target's, L = 1; all False for clips
     without one). gap=L keeps references out of the window. occluded: the fraction of targets
-    drawn from frames that show an occluder (for the occlusion segmenter). other_clip: the references
+    drawn from frames that show an occluder (for the occlusion segmenter). nsv: the fraction of
+    windows drawn around a laugh or a sigh frame (KeyFace drew sighs as laughs when they came only as
+    often as the clips hold them; L > 1). other_clip: the references
     come from another clip of the same person (meta.json's "identity") where there is one, so they
     share the person but not the clip's expression (KeyFace: the emotion must come from its condition).
     features: a function of uint8 frames (N, R, R, 3) -> (N, ...) computed once per clip at the start
@@ -177,10 +180,10 @@ class FrameSampler:
     """
 
     def __init__(self, root, split="train", refs=4, length=1, group=1, features=None, gap=2, cache="", occluded=0.0,
-                 other_clip=False, pixels=False):
+                 other_clip=False, pixels=False, nsv=0.0):
         self.root, self.refs, self.length, self.group, self.gap = root, refs, length, group, gap
         self.pixels = pixels
-        self.occluded = occluded
+        self.occluded, self.nsv = occluded, nsv
         self.resolution, self.clips = split_clips(root, split)
         self.frames = [np.load(os.path.join(root, "clips", c["name"], "frames.npy"), mmap_mode="r") for c in self.clips]
         self.occluders = [np.load(p, mmap_mode="r") if os.path.exists(p) else None for p in
@@ -199,6 +202,9 @@ class FrameSampler:
                 gt = _meta(root, c["name"]).get("gt", {})
                 for k, (dtype, missing) in TRACKS.items():
                     self.tracks[k].append(np.asarray(gt.get(k, np.full(len(f), missing)), dtype))
+        if nsv > 0:                                      # frames in a laugh or a sigh, per clip (none without labels)
+            self.shown = [np.nonzero((lab == LAUGH) | (lab == SIGH))[0] for lab in self.tracks["label"]] \
+                if self.tracks else [np.zeros(0, int) for _ in self.clips]
         self.features = None
         if features is not None and cache and os.path.exists(cache):
             # memory-mapped: the processes of a node share its pages. A file of another clip list (the
@@ -223,17 +229,23 @@ class FrameSampler:
         u = torch.rand(n // g, g + self.refs + g, generator=generator)
         target, refs, other, clip, frame, video, audio, feat, ref_feat, occ = ([] for _ in range(10))
         tracks = {k: [] for k in self.tracks}
-        if self.occluded > 0:                            # some targets on frames with an occluder
-            with_occ = [i for i, s in enumerate(self.shown) if len(s)]
+        rare = self.occluded or self.nsv
+        forced = [False] * len(clips)
+        if rare > 0:                                     # some targets on rare frames: an occluder, a laugh or a sigh
+            having = [i for i, s in enumerate(self.shown) if len(s)]
             pick, which = torch.rand(n // g, generator=generator), torch.randint(1 << 30, (n // g,), generator=generator)
-            clips = [with_occ[w % len(with_occ)] if p < self.occluded and with_occ else c
-                     for c, p, w in zip(clips, pick.tolist(), which.tolist())]
+            forced = [p < rare and bool(having) for p in pick.tolist()]
+            clips = [having[w % len(having)] if f else c for c, f, w in zip(clips, forced, which.tolist())]
+            # an NSV window starts up to L frames before its laugh or sigh frame, so it holds onsets too
+            shift = torch.rand(n // g, g, generator=generator) if self.nsv > 0 else None
         for k, c in enumerate(clips):
             f = self.frames[c]
             ts = [min(int(v * len(f)), len(f) - 1) for v in u[k, :g].tolist()]
-            if self.occluded > 0 and len(self.shown[c]):
+            if rare > 0 and len(self.shown[c]) and (self.occluded > 0 or forced[k]):
                 ts = [int(self.shown[c][min(int(v * len(self.shown[c])), len(self.shown[c]) - 1)])
                       for v in u[k, :g].tolist()]
+                if shift is not None:
+                    ts = [max(0, t - int(h * self.length)) for t, h in zip(ts, shift[k].tolist())]
             # references and `other` avoid the targets' +-gap frames, so a mouth cannot be copied from them
             free = [i for i in range(len(f)) if all(abs(i - t) > self.gap for t in ts)] or list(range(len(f)))
             pick = lambda v: free[min(int(v * len(free)), len(free) - 1)]

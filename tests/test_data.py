@@ -123,3 +123,25 @@ def test_real_video_stays_on_the_face(media, tmp_path):
     for k, (x, y) in SUN_EYES.items():
         expected = (176 + x - x0, 140 + y - y0)
         assert abs(boxes[k, 0] - expected[0]) < 0.1 * 208 and abs(boxes[k, 1] - expected[1]) < 0.1 * 208, k
+
+
+def test_sampler_draws_windows_around_laughs_and_sighs(tmp_path):
+    """nsv=1: every window holds a laugh or a sigh frame, some start before it (onsets); nsv=0: as often as the
+    clips have them."""
+    out = tmp_path / "synth"
+    r = run_script("data.py", "synth", f"--out_dir={out}", "--identities=10", "--clips_per_identity=1",
+                   "--seconds=3.0", "--resolution=16", "--nsv=0.6")
+    assert r.returncode == 0, r.stderr
+    from flashsync.dataset import FrameSampler
+    from flashsync.speech import LAUGH, SIGH
+    rates = {}
+    for share in (0.0, 1.0):
+        fs = FrameSampler(str(out), "train", refs=1, length=6, nsv=share)
+        g = torch.Generator().manual_seed(0)
+        labels = torch.cat([fs.batch(8, g)["label"] for _ in range(10)])              # (80, 6)
+        nsv = (labels == LAUGH) | (labels == SIGH)
+        rates[share] = nsv.any(1).float().mean().item()
+        if share:
+            assert nsv.any(1).all()
+            assert (~nsv[:, 0]).any()           # windows that start before their event
+    assert rates[0.0] < 0.8 < rates[1.0]
