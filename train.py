@@ -86,6 +86,7 @@ seg_relight = True                # occluder: train on relit, recoloured, mirror
                                   # shadows on real faces read as hands
 mouth_weight = 2.0                # extra loss weight on the mouth box (ae: its pixels; keysync, keyface: its
                                   # latent cells, what the audio decides)
+eyes_weight = 0.0                 # keyface: extra loss weight on the eyes' and brows' latent cells (face.EYES)
 # optimisation
 batch_size = 16                   # per process (DDP: per GPU)
 max_steps = 2500                  # optimiser steps

@@ -11,6 +11,7 @@ stride = 4
 ks_channels = (128, 256)
 p_mean = 1.0
 nsv_windows = 0.3                 # as keyface_key_synth.py: laughs and sighs drawn apart
+eyes_weight = 4.0                 # as keyface_key_synth.py: arousal and the sighs' lids are drawn there
 batch_size = 8
 max_steps = 50000
 lr = 3e-4

@@ -84,7 +84,8 @@ def build(kind, cfg, init):
         pose, ae = _pose_parts(init["pose"])
         events = build("events", init["events"]["config"], None)
         events.load_state_dict(init["events"]["ema"])
-        kf = KeyFaceConfig(**_video_config(cfg, pose, ae), emo_weight=cfg.get("emo_weight", 0.0))
+        kf = KeyFaceConfig(**_video_config(cfg, pose, ae), emo_weight=cfg.get("emo_weight", 0.0),
+                           eyes_weight=cfg.get("eyes_weight", 0.0))
         return KeyFace(kf, ae, _audio(cfg, pose), events)
     if kind == "events":
         from flashsync.events import EventConfig, EventEncoder

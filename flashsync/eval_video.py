@@ -128,7 +128,7 @@ def nsv_readings(anim, clips, n=10, seconds=8.0):
             "nsv frames": dict(laugh=int((target == 1).sum()), sigh=int((target == 2).sum()), faces=k + 1)}
 
 
-def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=60, n_sync=8, n_emotion=4,
+def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=60, n_sync=8, n_emotion=8,
                    emotion_seconds=3, n_nsv=10, nsv_seconds=8.0):
     """KeyFace's numbers on the SynthTalk test clips -> dict (also printed)."""
     t0 = time.time()

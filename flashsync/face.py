@@ -29,6 +29,7 @@ MOUTH = (0.30, 0.60, 0.70, 0.80)
 PASTE = (0.24, 0.55, 0.76, 0.87)
 LIPS = (0.28, 0.56, 0.72, 0.78)      # the ellipse inscribed in it: where a mouth's lips and teeth lie, smiles too
 CORE = (0.38, 0.62, 0.62, 0.72)      # the ellipse inscribed in it: the middle of the lips, where the opening is
+EYES = (0.29, 0.26, 0.71, 0.52)      # both eyes and their brows: where arousal, sadness and sighs show
 
 
 # ----------------------------------------------------------------------------- boxes

@@ -144,7 +144,7 @@ def test_each_model_fits_one_batch():
 def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     """emo_weight > 0: the latent reader's own loss trains the reader on the true latents only, and the
     asked-emotion term trains the model only (through a frozen reader), where an emotion is asked, a
-    frame is generated and is not a laugh or a sigh, outside the mouth box; diffusion.loss adds it on
+    frame is generated and is not a laugh or a sigh, outside the mouth and eye boxes; diffusion.loss adds it on
     its estimate of x0."""
     model = tiny(emo_weight=1.0)
     b = batch(model)
@@ -166,12 +166,32 @@ def test_emotion_reader_learns_from_the_truth_and_asks_the_model():
     assert g[0, 1].abs().sum() > 0                          # a generated frame of the window that asked
     assert g[0, 0].abs().sum() == 0 and g[1].abs().sum() == 0     # not the known frame, not the dropped window
     assert g[0, 2].abs().sum() == 0                         # not the laugh
-    mouth = model.mouth[0] > 0                              # (h, w): sync's cells, which the term leaves alone
-    assert g[0, 1][:, mouth].abs().sum() == 0 and g[0, 1][:, ~mouth].abs().sum() > 0
+    spared = (model.mouth[0] > 0) | (model.eyes[0] > 0)     # (h, w): sync's cells and the lids', which it leaves alone
+    assert g[0, 1][:, spared].abs().sum() == 0 and g[0, 1][:, ~spared].abs().sum() > 0
     grads = torch.autograd.grad(aux(d, low) - own, list(model.reader.parameters()), allow_unused=True)
     assert all(x is None or x.abs().sum() == 0 for x in grads)      # the asking term leaves the reader alone
     loss, _ = model.loss(b)                                 # and the whole loss runs with it
     assert torch.isfinite(loss)
+
+
+def test_eyes_weigh_more_in_the_loss(monkeypatch):
+    """eyes_weight: the generated frames' eye and brow cells weigh 1 + eyes_weight in the diffusion loss, the
+    mouth's 1 + mouth_weight, the rest 1, known frames 0."""
+    model = tiny(eyes_weight=4.0)
+    seen = {}
+
+    def spy(*args, weight=None, **kw):
+        seen["w"] = weight
+        return torch.zeros(())
+    monkeypatch.setattr(keyface.diffusion, "loss", spy)
+    model.cfg.p_first = 1.0                                 # the first keyframe given: weight 0 there
+    model.loss(batch(model))
+    w = seen["w"].expand(2, model.cfg.frames, 1, *model.eyes.shape[1:])[:, :, 0]      # (B, T, h, w)
+    eyes, mouth = model.eyes[0] > 0, model.mouth[0] > 0
+    assert eyes.any() and not (eyes & mouth).any()
+    assert (w[:, 0] == 0).all()
+    assert (w[:, 1:, eyes] == 5).all() and (w[:, 1:, mouth] == 1 + model.cfg.mouth_weight).all()
+    assert (w[:, 1:, ~(eyes | mouth)] == 1).all()
 
 
 def test_frames_near_a_laugh_or_a_sigh_ask_no_emotion():
