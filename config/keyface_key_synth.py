@@ -19,6 +19,6 @@ ks_poses = True                   # also the lips poses the pose model samples f
 other_clip = True                 # the identity image from the person's other clip: another expression
 nsv_windows = 0.3                 # 30 % of the windows around a laugh or a sigh (40 % then hold one, 17 % without):
                                   # sighs drawn as laughs without it (sighs rendered 45 -> 70 % on 4 faces, README)
-eyes_weight = 4.0                 # the eyes' and brows' latent cells weigh 5 in the loss: arousal drawn (r 0.21 -> 0.77),
-                                  # sighs 83 -> 86 %, drift +0.51 -> +0.15 dB (README)
+eyes_weight = 4.0                 # the eyes' and brows' latent cells weigh 5 in the loss (one model: arousal r 0.21 -> 0.77,
+                                  # sighs 83 -> 86 %, drift +0.51 -> +0.15 dB; README)
 ema = 0.995
