@@ -52,7 +52,7 @@ class KeyFaceConfig(KeySyncConfig):
     emo_scale: float = 100.0       # valence / arousal (about -1.5 .. 1.5) times this enter the sinusoids
     p_emotion: float = 0.3         # emotion dropout: the window trains as "unknown"
     eyes_weight: float = 0.0       # extra loss weight on the eyes' and brows' latent cells (face.EYES), as mouth_weight:
-                                   # arousal and the sighs' lids are drawn there (at 4, one model: arousal r 0.21 -> 0.77, README)
+                                   # arousal and sighs' lids show there (at 4, one model: arousal r 0.21 -> 0.77)
     emo_weight: float = 0.0        # > 0: a reader of valence / arousal from latents trains beside the model, and the
                                    # model's denoised frames must read as the emotion asked, with this weight
     overlap: int = 2               # keyframes consecutive chunks share (Animator)
