@@ -295,7 +295,8 @@ noises = "white,pink,brown,hum,breath"   # noise floors mixed into the speech ("
 noise_db = "-60,-30"     # their levels, dB RMS re the speech's peak (e.g. -60,-50,-40,-30 for more)
 ks_steps = 10            # KeySync: Euler steps of each diffusion model
 s_ref = 1.0              # KeySync: reference guidance (1: none beyond the conditional model)
-s_audio = 4.0            # KeySync: audio guidance
+s_audio = 4.0            # KeySync, KeyFace: audio guidance
+s_nsv = 16.0             # KeyFace: laugh / sigh guidance (keyface.KeyFace.denoiser)
 segmenter = ""           # KeySync's occlusion segmenter (empty: out/occluder/ckpt.pt if it exists)
 out = "out/eval.json"    # the numbers, as JSON
 # -----------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def main():
         result["events"] = events_report(p, clips)
     kf = [p for p in paths if kinds[p] == "keyface"]
     if kf and synthtalk:
-        result["keyface"] = keyface_tables(*_video_pair(kf, "keyface"), clips, ks_steps, s_audio)
+        result["keyface"] = keyface_tables(*_video_pair(kf, "keyface"), clips, ks_steps, s_audio, s_nsv)
     print(f"\n({time.time() - t0:.0f} s)")
     if out:
         with atomic_path(out, suffix=".json") as tmp:

@@ -128,12 +128,12 @@ def nsv_readings(anim, clips, n=10, seconds=8.0):
             "nsv frames": dict(laugh=int((target == 1).sum()), sigh=int((target == 2).sum()), faces=k + 1)}
 
 
-def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=60, n_sync=8, n_emotion=8,
-                   emotion_seconds=3, n_nsv=10, nsv_seconds=8.0):
+def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, s_nsv=16.0, seconds=60, n_sync=8,
+                   n_emotion=8, emotion_seconds=3, n_nsv=10, nsv_seconds=8.0):
     """KeyFace's numbers on the SynthTalk test clips -> dict (also printed)."""
     t0 = time.time()
     key, interp = load_model(key_path, "keyface"), load_model(interp_path, "keyface")
-    anim = Animator(key, interp, steps, 1.0, s_audio)
+    anim = Animator(key, interp, steps, 1.0, s_audio, s_nsv=s_nsv)
     out = {}
     # sync: each test identity's first frame, driven by another test identity's speech
     opened, truth = [], []
@@ -167,7 +167,7 @@ def keyface_tables(key_path, interp_path, clips, steps=10, s_audio=4.0, seconds=
         out[f"drift ({name})"] = dict(first=buckets[0], last=buckets[-1], buckets=buckets)
     per, _ = accuracy(key.events, clips)
     out["events"] = per
-    print(f"\nKeyFace ({key_path}, {interp_path}; {steps} Euler steps, s_audio {s_audio}):")
+    print(f"\nKeyFace ({key_path}, {interp_path}; {steps} Euler steps, s_audio {s_audio}, s_nsv {s_nsv}):")
     print(f"sync: r = {out['sync_r']:.3f} between the read opening and the driving truth on the speech frames "
           f"of {len(picks)} test faces driven by other test identities")
     print(f"identity over {seconds} s (PSNR above the mouth vs the image, per 10 s):")

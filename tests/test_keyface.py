@@ -132,6 +132,28 @@ def test_guidance_gives_the_emotion_to_the_full_pass_only(monkeypatch):
     assert torch.equal(seen[-1][0], args[-1])
 
 
+def test_laugh_guidance_acts_on_laughs_and_sighs_only():
+    """s_nsv adds s_nsv p (D_full - D_speech): zero on frames the events call speech, in proportion to the
+    laugh + sigh probability elsewhere, and nothing at all (the three plain passes) in a window of speech."""
+    model = tiny()
+    scramble(model)
+    h, t = 8, 3
+    g = torch.Generator().manual_seed(1)
+    ev = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, 0.5]]])    # speech, laugh, half sigh
+    args = [torch.randn(1, 4, h, h, generator=g), torch.zeros(1, t, 4, h, h), torch.zeros(1, t, dtype=torch.bool),
+            torch.randn(1, t, 5, 32, generator=g), ev, torch.full((1, t, 2), float("nan"))]
+    x, sigma = torch.randn(1, t, 4, h, h, generator=g), torch.ones(1)
+    with torch.no_grad():
+        plain = model.denoiser(*args, s_audio=4.0)(x, sigma)
+        d1, d2 = (model.denoiser(*args, s_audio=4.0, s_nsv=s)(x, sigma) - plain for s in (1.0, 2.0))
+        assert d1[0, 1].abs().mean() > 1e-3 and d1[0, 2].abs().mean() > 1e-3
+        assert d1[0, 0].abs().max() < 0.01 * d1[0, 2].abs().mean()     # the speech frame: untouched (but rounding)
+        torch.testing.assert_close(d2, 2 * d1, atol=1e-4, rtol=1e-3)   # linear in s_nsv
+        args[4] = ev[:, [0, 0, 0]]                                      # speech only: the plain denoiser
+        torch.testing.assert_close(model.denoiser(*args, s_audio=4.0, s_nsv=12.0)(x, sigma),
+                                   model.denoiser(*args, s_audio=4.0)(x, sigma))
+
+
 def test_each_model_fits_one_batch():
     for interp in (False, True):
         model = tiny(interp=interp)
